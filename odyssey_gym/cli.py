@@ -1,0 +1,58 @@
+"""`odyssey-gym collect | train | play | record | bench | eval`.
+
+Each subcommand lives beside the layer it drives, as a module with
+`add_arguments(parser)` and `run(args) -> int`; imports are lazy so `--help` is instant
+and a CPU-only machine never imports what it does not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "collect": ("odyssey_gym.data.collect_cli", "record episodes from a real engine into a dataset"),
+    "train": ("odyssey_gym.train.cli", "train a world model (autoencoder, then dynamics) from a dataset"),
+    "play": ("odyssey_gym.play.cli", "play a world model with the keyboard (window) or in the browser (--web)"),
+    "record": ("odyssey_gym.envs.record_cli", "record an agent acting in a world model to MP4"),
+    "bench": ("odyssey_gym.eval.bench", "measure speed: world model vs the real engine, written to BENCHMARKS.md"),
+    "eval": ("odyssey_gym.eval.cli", "measure fidelity, stability and controllability of a world model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="odyssey-gym", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            p.set_defaults(_unavailable=name)
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "_unavailable", None):
+        print(f"odyssey-gym {args._unavailable}: not available in this version", file=sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
