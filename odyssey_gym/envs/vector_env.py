@@ -1,0 +1,614 @@
+"""`WorldModelVectorEnv`: a world model served as a batched Gymnasium `VectorEnv`.
+
+All envs live in one fixed-shape batch on one device and advance with ONE batched
+`Sampler.step` per `step()` (no Python loop over envs). State is a handful of device
+tensors: the sampler's ring-buffer KV cache, the per-env step counters, the prev-done
+mask (NEXT_STEP autoreset, as gymnasium's `CartPoleVectorEnv`), per-env seeds and reset
+counters, and a sticky "non-finite output" flag.
+
+Backends:
+  * ``backend="numpy"`` (default): actions/observations are numpy arrays; every gymnasium
+    wrapper works. One device->host copy per step (that is the backend's nature); the
+    NaN flag is checked during that copy.
+  * ``backend="torch"``: actions may be device tensors, everything returned stays on the
+    device, and `step` does not read anything back to the host. Errors (NaN/inf in the
+    model output, out-of-range device actions) are accumulated into flag tensors; call
+    `check_errors()` (one sync) whenever you like, e.g. once per rollout.
+
+Start contexts come from a bank of real frame windows shipped with the weights; env i
+picks its r-th start with a counter-based RNG keyed on (seed_i, r), which runs on the
+device (autoreset without a sync) and gives the same answer on the host.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from odyssey_gym.worlds import WorldSpec, get_world
+
+__all__ = ["WorldModelVectorEnv", "NonFiniteOutputError", "resolve_device", "start_index"]
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The world model produced NaN/inf for some envs."""
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto' -> cuda when available (else mps, else cpu); anything torch can't parse raises."""
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' ({e})"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available on this machine (use 'cpu' or 'auto')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return dev
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _hash32(x):
+    """A 32-bit integer mix (lowbias32-like, constants < 2**31 so int64 products never overflow).
+
+    Works identically on numpy int64 arrays and torch int64 tensors.
+    """
+    x = x & _M32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x4C6CA68B) & _M32
+    x = x ^ (x >> 16)
+    return x
+
+
+def start_index(seed, count, n: int):
+    """Index of env's `count`-th start context in a bank of `n`, given its seed (numpy or torch)."""
+    h = _hash32(_hash32(seed) + ((count * 0x27D4EB2F) & _M32) + 0x165667B1)
+    return h % n
+
+
+def _is_model(obj) -> bool:
+    return isinstance(obj, torch.nn.Module)
+
+
+def _model_world(model) -> str | None:
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "world", None) if cfg is not None else None
+
+
+def _load_weights(spec: WorldSpec, weights, start_bank):
+    """-> (model on cpu, bank frames (N,K,H,W,3) uint8 np or None, bank actions (N,K,A) float32 or None)."""
+    from odyssey_gym import model as om
+
+    if weights is None:
+        model = om.load(spec.name, device="cpu")
+        bank = start_bank if start_bank is not None else om.load_start_bank(spec.name)
+    elif _is_model(weights):
+        model = weights
+        bank = start_bank
+        if bank is None:
+            src = getattr(weights, "pretrained_dir", None) or getattr(weights, "source_dir", None)
+            if src is not None:
+                bank = _bank_from_dir(om, Path(src), spec)
+    elif isinstance(weights, (str, os.PathLike)):
+        path = Path(weights)
+        if not path.is_dir():
+            raise FileNotFoundError(f"weights={str(weights)!r} is not a directory (expected a dir with config.json + *.safetensors)")
+        model = om.WorldModel.from_pretrained(path)
+        bank = start_bank if start_bank is not None else _bank_from_dir(om, path, spec)
+    else:
+        raise TypeError(f"weights must be None (shipped weights), a directory path or a WorldModel, got {type(weights).__name__}")
+
+    mw = _model_world(model)
+    if mw is not None and mw != spec.name:
+        raise ValueError(f"these weights were trained for world {mw!r}, not {spec.name!r}; pass weights for {spec.name!r} (or world={mw!r})")
+
+    if bank is None:
+        return model, None, None
+    if isinstance(bank, dict):
+        frames, actions = bank["frames"], bank.get("actions")
+    else:
+        frames, actions = bank
+    frames = np.asarray(frames)
+    if actions is None:
+        actions = np.zeros((*frames.shape[:2], spec.action_dim), np.float32)
+    return model, frames, np.asarray(actions, dtype=np.float32)
+
+
+def _bank_from_dir(om, path: Path, spec: WorldSpec):
+    loader = getattr(om, "load_start_bank", None)
+    if loader is not None:
+        try:
+            return loader(path)
+        except (FileNotFoundError, KeyError, TypeError):
+            pass
+    for name in ("start_bank.npz", "starts.npz"):
+        f = path / name
+        if f.exists():
+            with np.load(f) as z:
+                return z["frames"], (z["actions"] if "actions" in z.files else None)
+    return None
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return name in sig.parameters or any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+
+
+# ----------------------------------------------------------------------------------------
+
+
+class WorldModelVectorEnv(VectorEnv):
+    """`num_envs` copies of a world model, stepped as one batch on `device`.
+
+    Args:
+        world: world name (``"doom-explore"``, ...) or a `WorldSpec`.
+        num_envs: batch size (fixed for the env's lifetime).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
+        weights: None (shipped weights + start bank), a directory saved with
+            ``WorldModel.save_pretrained`` (start bank read from it), or a ``WorldModel``.
+        autoreset_mode: NEXT_STEP (default), SAME_STEP or DISABLED (gymnasium semantics).
+        max_episode_steps: truncation limit; default from the world spec; 0/None-like off via ``-1``.
+        backend: ``"numpy"`` or ``"torch"`` (see module doc).
+        render_mode: only ``"rgb_array"``.
+        sampling_steps: denoising steps per frame (None: the model's default).
+        compile: ask the sampler for torch.compile / CUDA graphs (CUDA only).
+        start_bank: optional ``(frames (N,K,H,W,3) uint8, actions (N,K,A))`` overriding the shipped bank.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 35, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        world: str | WorldSpec = "doom-explore",
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        weights=None,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        max_episode_steps: int | None = None,
+        backend: str = "numpy",
+        render_mode: str | None = "rgb_array",
+        sampling_steps: int | None = None,
+        compile: bool = False,
+        start_bank=None,
+    ):
+        spec = get_world(world)
+        self.world = spec
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        self.num_envs = int(num_envs)
+        if backend not in ("numpy", "torch"):
+            raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
+        self.backend = backend
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be 'rgb_array' (or None), got {render_mode!r}")
+        self.render_mode = render_mode
+        try:
+            self.autoreset_mode = autoreset_mode if isinstance(autoreset_mode, AutoresetMode) else AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise ValueError(f"autoreset_mode must be one of {[m.value for m in AutoresetMode]}, got {autoreset_mode!r}") from None
+        self.device = resolve_device(device)
+        self.max_episode_steps = spec.max_episode_steps if max_episode_steps is None else int(max_episode_steps)
+
+        fps = spec.fps
+        self.metadata = {
+            "render_modes": ["rgb_array"],
+            "render_fps": int(round(fps)),
+            "autoreset_mode": self.autoreset_mode,
+        }
+
+        # spaces
+        self.single_observation_space = spec.observation_space()
+        self.single_action_space = spec.action_space()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+        # model + sampler
+        model, bank_frames, bank_actions = _load_weights(spec, weights, start_bank)
+        self.model = model.to(self.device).eval()
+        from odyssey_gym.model import Sampler
+
+        skw: dict[str, Any] = {}
+        if sampling_steps is not None:
+            skw["sampling_steps"] = int(sampling_steps)
+        if compile:
+            if self.device.type != "cuda":
+                raise ValueError("compile=True (torch.compile / CUDA graphs) needs a CUDA device")
+            skw["compile"] = True
+        self.sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, **skw)
+        self._sampler_reset_seeds = _accepts(self.sampler.reset, "seeds")
+        self.context_length = int(
+            getattr(self.sampler, "context_length", None)
+            or getattr(getattr(self.model, "config", None), "context_length", None)
+            or (bank_frames.shape[1] if bank_frames is not None else 1)
+        )
+
+        H, W, _ = spec.frame_shape
+        self._frame_shape = (H, W, 3)
+        if bank_frames is not None:
+            if bank_frames.ndim != 5 or bank_frames.shape[2:] != (H, W, 3) or bank_frames.dtype != np.uint8:
+                raise ValueError(
+                    f"start bank frames must be uint8 (N, K, {H}, {W}, 3), got {bank_frames.dtype} {bank_frames.shape}"
+                )
+            if bank_actions.shape != (*bank_frames.shape[:2], spec.action_dim):
+                raise ValueError(f"start bank actions must be (N, K, {spec.action_dim}), got {bank_actions.shape}")
+            self._bank_frames = torch.from_numpy(np.ascontiguousarray(bank_frames)).to(self.device)
+            self._bank_actions = torch.from_numpy(np.ascontiguousarray(bank_actions)).to(self.device)
+        else:
+            self._bank_frames = self._bank_actions = None
+
+        # fixed-shape device state
+        B, dev = self.num_envs, self.device
+        self._obs = torch.zeros((B, H, W, 3), dtype=torch.uint8, device=dev)
+        self._steps = torch.zeros(B, dtype=torch.int64, device=dev)
+        self._prev_done = torch.zeros(B, dtype=torch.bool, device=dev)
+        self._seeds = torch.zeros(B, dtype=torch.int64, device=dev)
+        self._reset_count = torch.zeros(B, dtype=torch.int64, device=dev)
+        self._nonfinite = torch.zeros(B, dtype=torch.bool, device=dev)
+        self._bad_action = torch.zeros(B, dtype=torch.bool, device=dev)
+        self._max_steps_t = torch.tensor(
+            self.max_episode_steps if self.max_episode_steps > 0 else np.iinfo(np.int64).max, device=dev
+        )
+        if spec.action_kind == "discrete":
+            self._action_table = torch.eye(spec.action_dim, dtype=torch.float32, device=dev)
+        self._host_prev_done = np.zeros(B, dtype=bool)  # numpy backend: known on host after each copy-out
+        self._seeded = False
+        self._has_reset = False
+        self._pinned = self.device.type == "cuda"
+
+    # ------------------------------------------------------------------ public extras
+    @property
+    def nonfinite(self) -> torch.Tensor:
+        """(num_envs,) bool device tensor: env produced NaN/inf since its last reset (no sync to read lazily)."""
+        return self._nonfinite
+
+    def check_errors(self) -> None:
+        """Raise if any env produced NaN/inf or got an out-of-range device action. One host sync."""
+        bad = self._nonfinite.cpu().numpy()
+        if bad.any():
+            raise NonFiniteOutputError(
+                f"world model produced NaN/inf output for envs {np.flatnonzero(bad).tolist()} "
+                f"(world {self.world.name!r}); check the weights / use float32"
+            )
+        bad_a = self._bad_action.cpu().numpy()
+        if bad_a.any():
+            self._bad_action.zero_()
+            raise ValueError(
+                f"actions outside {self.single_action_space} were given to envs {np.flatnonzero(bad_a).tolist()}"
+            )
+
+    # ------------------------------------------------------------------ actions
+    def _actions_to_vectors(self, actions) -> torch.Tensor:
+        """Validate raw batched actions and turn them into (B, A) float32 model vectors on device."""
+        spec, B = self.world, self.num_envs
+        expected = (B, *spec.action_shape)
+        if isinstance(actions, torch.Tensor):
+            if tuple(actions.shape) != expected:
+                raise ValueError(
+                    f"expected actions of shape {expected} for {self.action_space}, got tensor of shape {tuple(actions.shape)}"
+                )
+            if actions.is_floating_point() and spec.action_kind == "discrete":
+                raise ValueError(f"expected integer actions for {self.single_action_space}, got dtype {actions.dtype}")
+            a = actions.to(self.device, non_blocking=True)
+            if spec.action_kind == "discrete":
+                n = spec.action_dim
+                a = a.long()
+                bad = (a < 0) | (a >= n)
+                vec = self._action_table[a.clamp(0, n - 1)]
+            else:
+                bad = ((a != 0) & (a != 1)).any(-1)
+                vec = (a != 0).float()
+            if self.backend == "numpy" or self.device.type == "cpu":
+                # host-visible anyway: raise right away
+                if bool(bad.any()):
+                    raise ValueError(
+                        f"actions outside {self.single_action_space} for envs {torch.nonzero(bad).flatten().tolist()}: "
+                        f"got {actions[bad].tolist()}"
+                    )
+            else:
+                self._bad_action |= bad
+            return vec
+        a = np.asarray(actions)
+        if a.shape != expected:
+            raise ValueError(f"expected actions of shape {expected} for {self.action_space}, got shape {a.shape} ({a.dtype})")
+        if spec.action_kind == "discrete":
+            if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
+                if np.issubdtype(a.dtype, np.floating) and np.all(np.mod(a, 1) == 0):
+                    a = a.astype(np.int64)
+                else:
+                    raise ValueError(f"expected integer actions for {self.single_action_space}, got dtype {a.dtype}: {a}")
+            bad = (a < 0) | (a >= spec.action_dim)
+        else:
+            bad = ~np.isin(a, (0, 1)).all(-1)
+        if bad.any():
+            idx = np.flatnonzero(bad)
+            raise ValueError(
+                f"actions outside {self.single_action_space} for envs {idx.tolist()}: got {a[idx].tolist()}"
+            )
+        return torch.from_numpy(spec.action_to_vector(a)).to(self.device, non_blocking=True)
+
+    # ------------------------------------------------------------------ reset helpers
+    def _bank_context(self, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start contexts for every env from the bank, chosen by (seed_i, reset_count_i); device only."""
+        if self._bank_frames is None:
+            raise RuntimeError(
+                "no start bank: these weights ship no start contexts. Pass start_bank=(frames, actions) to the env "
+                "or reset(options={'context': frames (K,H,W,3) uint8})"
+            )
+        idx = start_index(self._seeds, self._reset_count, self._bank_frames.shape[0])
+        self._reset_count += mask.long() if mask is not None else 1
+        return self._bank_frames[idx], self._bank_actions[idx]
+
+    def _context_from_options(self, options: dict, mask_np: np.ndarray):
+        """User-given contexts -> (frames (B,K,H,W,3) uint8, actions (B,K,A) float32) device tensors."""
+        spec, B = self.world, self.num_envs
+        frames = options["context"]
+        frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+        n_reset = int(mask_np.sum())
+        if frames.dtype != np.uint8:
+            raise ValueError(f"options['context'] must be uint8 frames, got dtype {frames.dtype}")
+        if frames.ndim == 4:
+            frames = np.broadcast_to(frames[None], (n_reset, *frames.shape))
+        if frames.ndim != 5 or frames.shape[2:] != self._frame_shape:
+            raise ValueError(
+                f"options['context'] must be (N, K, {self._frame_shape[0]}, {self._frame_shape[1]}, 3) or "
+                f"(K, H, W, 3) uint8, got {frames.shape}"
+            )
+        if frames.shape[0] not in (n_reset, B):
+            raise ValueError(
+                f"options['context'] has {frames.shape[0]} contexts; expected one per reset env ({n_reset}) or per env ({B})"
+            )
+        K = frames.shape[1]
+        actions = options.get("actions")
+        if actions is None:
+            act = np.zeros((frames.shape[0], K, spec.action_dim), np.float32)
+        else:
+            actions = actions.cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
+            if actions.ndim >= 1 and actions.shape[-1:] == (spec.action_dim,) and actions.dtype.kind == "f":
+                act = actions.astype(np.float32)  # already model vectors
+            else:
+                act = spec.action_to_vector(actions)
+            if act.ndim == 2:
+                act = np.broadcast_to(act[None], (frames.shape[0], *act.shape))
+            if act.shape != (frames.shape[0], K, spec.action_dim):
+                raise ValueError(
+                    f"options['actions'] must match the context: expected (N, {K}) raw actions or (N, {K}, {spec.action_dim}) "
+                    f"vectors, got {np.asarray(options['actions']).shape}"
+                )
+        full_f = np.zeros((B, *frames.shape[1:]), np.uint8)
+        full_a = np.zeros((B, K, spec.action_dim), np.float32)
+        if frames.shape[0] == B:
+            full_f[:], full_a[:] = frames, act
+        else:
+            full_f[mask_np], full_a[mask_np] = frames, act
+        return (torch.from_numpy(full_f).to(self.device), torch.from_numpy(full_a).to(self.device))
+
+    def _sampler_reset(self, frames, actions, mask: torch.Tensor):
+        if self._sampler_reset_seeds:
+            seeds = (self._seeds * 1_000_003 + self._reset_count) & 0x7FFFFFFFFFFF
+            self.sampler.reset(frames, actions, mask, seeds=seeds)
+        else:
+            self.sampler.reset(frames, actions, mask)
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        """Reset all envs, or the subset `options['reset_mask']`; env i gets seed `seed + i`."""
+        super().reset(seed=seed if isinstance(seed, int) else None)
+        options = dict(options or {})
+        B = self.num_envs
+        mask_np = np.ones(B, dtype=bool)
+        if "reset_mask" in options:
+            m = options.pop("reset_mask")
+            if isinstance(m, torch.Tensor):
+                m = m.cpu().numpy()
+            if not isinstance(m, np.ndarray):
+                raise TypeError(f"options['reset_mask'] must be a numpy bool array of shape ({B},), got {type(m).__name__}")
+            if m.shape != (B,):
+                raise ValueError(f"options['reset_mask'] must have shape ({B},), got {m.shape}")
+            if m.dtype != np.bool_:
+                raise TypeError(f"options['reset_mask'] must have dtype bool, got {m.dtype}")
+            if not m.any():
+                raise ValueError("options['reset_mask'] must select at least one env (all False given)")
+            mask_np = m
+        if not self._has_reset and not mask_np.all():
+            raise RuntimeError("the first reset() must reset every env (no reset_mask)")
+        mask = torch.from_numpy(mask_np).to(self.device)
+
+        # seeds: env i gets seed + i
+        if seed is not None:
+            if isinstance(seed, (int, np.integer)):
+                seeds = np.arange(B, dtype=np.int64) + int(seed)
+            else:
+                seed = list(seed)
+                if len(seed) != B:
+                    raise ValueError(f"seed must be an int or a list of {B} seeds, got a list of {len(seed)}")
+                rnd = np.random.SeedSequence().generate_state(B, np.uint32).astype(np.int64)
+                seeds = np.array([rnd[i] if s is None else int(s) for i, s in enumerate(seed)], dtype=np.int64)
+            st = torch.from_numpy(seeds).to(self.device)
+            self._seeds = torch.where(mask, st, self._seeds)
+            self._reset_count = torch.where(mask, torch.zeros_like(self._reset_count), self._reset_count)
+            self._seeded = True
+        elif not self._seeded:
+            seeds = np.random.SeedSequence().generate_state(B, np.uint32).astype(np.int64)
+            self._seeds = torch.from_numpy(seeds).to(self.device)
+            self._seeded = True
+
+        if "context" in options:
+            frames, actions = self._context_from_options(options, mask_np)
+            self._reset_count += mask.long()
+        else:
+            if "actions" in options:
+                raise ValueError("options['actions'] given without options['context']")
+            frames, actions = self._bank_context(mask)
+        if frames.shape[1] > self.context_length:
+            frames, actions = frames[:, -self.context_length:], actions[:, -self.context_length:]
+        self._sampler_reset(frames, actions, mask)
+        self._obs = torch.where(mask[:, None, None, None], frames[:, -1], self._obs)
+        self._steps = torch.where(mask, torch.zeros_like(self._steps), self._steps)
+        self._prev_done = self._prev_done & ~mask
+        self._nonfinite = self._nonfinite & ~mask
+        self._host_prev_done = self._host_prev_done & ~mask_np
+        self._has_reset = True
+        return self._out_obs(), {}
+
+    def step(self, actions):
+        if not self._has_reset:
+            raise RuntimeError("call reset() before step()")
+        act = self._actions_to_vectors(actions)
+        frames, reward, term = self.sampler.step(act)
+        reward = reward.float()
+        term = term.bool()
+        # NaN check: the sampler may expose its own per-env flag; reward is float anyway
+        bad = ~torch.isfinite(reward)
+        sflag = getattr(self.sampler, "nonfinite", None)
+        if isinstance(sflag, torch.Tensor):
+            bad = bad | sflag
+        mode = self.autoreset_mode
+        info: dict[str, Any] = {}
+
+        if mode == AutoresetMode.NEXT_STEP:
+            prev = self._prev_done
+            self._nonfinite |= bad & ~prev
+            self._steps = torch.where(prev, torch.zeros_like(self._steps), self._steps + 1)
+            if self._need_reset(prev, self._host_prev_done):
+                ctx_f, ctx_a = self._bank_context(prev)
+                self._sampler_reset(ctx_f, ctx_a, prev)
+                frames = torch.where(prev[:, None, None, None], ctx_f[:, -1], frames)
+            reward = torch.where(prev, torch.zeros_like(reward), reward)
+            term = term & ~prev
+            trunc = (self._steps >= self._max_steps_t) & ~prev
+            self._prev_done = term | trunc
+            self._obs = frames
+        elif mode == AutoresetMode.SAME_STEP:
+            self._nonfinite |= bad
+            self._steps = self._steps + 1
+            trunc = self._steps >= self._max_steps_t
+            done = term | trunc
+            final_frames = frames
+            host_done = None
+            if self.backend == "numpy":
+                host_done = (done.cpu().numpy())
+            if self._need_reset(done, host_done):
+                ctx_f, ctx_a = self._bank_context(done)
+                self._sampler_reset(ctx_f, ctx_a, done)
+                frames = torch.where(done[:, None, None, None], ctx_f[:, -1], frames)
+                self._steps = torch.where(done, torch.zeros_like(self._steps), self._steps)
+            self._obs = frames
+            if self.backend == "torch":
+                info = {"final_obs": final_frames.clone(), "_final_obs": done,
+                        "final_info": {}, "_final_info": done}
+            else:
+                info = {"_done": host_done, "_final_frames": final_frames}
+        else:  # DISABLED
+            self._nonfinite |= bad
+            self._steps = self._steps + 1
+            trunc = self._steps >= self._max_steps_t
+            self._prev_done = term | trunc
+            self._obs = frames
+
+        if self.backend == "torch":
+            # fresh tensors: the sampler may reuse static output buffers (CUDA graphs)
+            return self._obs.clone(), reward.clone(), term.clone(), trunc, info
+        return self._copy_out(reward, term, trunc, info)
+
+    def _need_reset(self, done: torch.Tensor, host_done: np.ndarray | None) -> bool:
+        """Whether to run the (masked) sampler reset this step.
+
+        numpy backend: the done flags are already on the host (copied out last step), so this
+        costs nothing. torch backend: no host read, so the masked reset always runs (the sampler
+        only changes the masked rows; this is the price of a sync-free step).
+        """
+        if self.backend == "numpy" and host_done is not None:
+            return bool(host_done.any())
+        return True
+
+    # ------------------------------------------------------------------ host copy-out
+    def _to_host(self, *tensors: torch.Tensor) -> list[np.ndarray]:
+        if self._pinned:
+            outs = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+            for o, t in zip(outs, tensors):
+                o.copy_(t, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+            return [o.numpy() for o in outs]
+        return [t.detach().cpu().numpy().copy() for t in tensors]
+
+    def _copy_out(self, reward, term, trunc, info):
+        extra = []
+        if "_final_frames" in info:
+            extra = [info["_final_frames"]]
+        obs, rew, te, tr, nonfinite, *rest = self._to_host(self._obs, reward, term, trunc, self._nonfinite, *extra)
+        if nonfinite.any():
+            raise NonFiniteOutputError(
+                f"world model produced NaN/inf output for envs {np.flatnonzero(nonfinite).tolist()} "
+                f"(world {self.world.name!r}); check the weights / use float32"
+            )
+        rew = rew.astype(np.float32)
+        out_info: dict[str, Any] = {}
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            done = info["_done"]
+            if done.any():
+                final_obs = np.full(self.num_envs, None, dtype=object)
+                for i in np.flatnonzero(done):  # host-side packaging of the few finished envs only
+                    final_obs[i] = rest[0][i]
+                out_info = {
+                    "final_obs": final_obs,
+                    "_final_obs": done.copy(),
+                    "final_info": {},
+                    "_final_info": done.copy(),
+                }
+            self._host_prev_done = np.zeros(self.num_envs, dtype=bool)
+        else:
+            self._host_prev_done = te | tr
+        return obs, rew, te, tr, out_info
+
+    def _out_obs(self):
+        if self.backend == "torch":
+            return self._obs.clone()
+        return self._to_host(self._obs)[0]
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """A tuple of (H, W, 3) uint8 numpy frames, one per env (fresh copies)."""
+        if self.render_mode is None:
+            return None
+        frames = self._to_host(self._obs)[0]
+        return tuple(np.array(f) for f in frames)
+
+    def close_extras(self, **kwargs):
+        self.sampler = None
+
+    def __repr__(self) -> str:
+        return (
+            f"WorldModelVectorEnv(world={self.world.name!r}, num_envs={self.num_envs}, device={str(self.device)!r}, "
+            f"backend={self.backend!r}, autoreset_mode={self.autoreset_mode.value})"
+        )
