@@ -1,0 +1,214 @@
+"""Behaviour policies for recording: `policy.reset(obs)` at an episode start, `policy.act(obs) -> action`.
+
+- `StickyRandomPolicy`: random key-holds of log-uniform length (as a person holds keys), plausible
+  key combinations only, and a wall-escape reflex (turn away when moving but the frame stops changing).
+- `RandomPolicy`: a fresh uniform action every step.
+- `CallablePolicy(f)`: any `f(obs) -> action`; `SB3Policy(model)`: any object with `.predict(obs, deterministic=)`.
+- `make_policy("sticky" | "random" | "path/to/sb3.zip", spec, rng)` and `as_policy(obj, spec, rng)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ..worlds.spec import WorldSpec
+
+# plausible held-key combos for a keyboard player (button names), with weights
+_COMBOS: list[tuple[tuple[str, ...], float]] = [
+    (("MOVE_FORWARD",), 6.0),
+    (("MOVE_FORWARD", "TURN_LEFT"), 3.0),
+    (("MOVE_FORWARD", "TURN_RIGHT"), 3.0),
+    (("TURN_LEFT",), 2.0),
+    (("TURN_RIGHT",), 2.0),
+    (("MOVE_LEFT",), 1.0),
+    (("MOVE_RIGHT",), 1.0),
+    (("MOVE_FORWARD", "MOVE_LEFT"), 1.0),
+    (("MOVE_FORWARD", "MOVE_RIGHT"), 1.0),
+    (("MOVE_BACKWARD",), 1.0),
+    (("MOVE_BACKWARD", "TURN_LEFT"), 0.5),
+    (("MOVE_BACKWARD", "TURN_RIGHT"), 0.5),
+    (("MOVE_LEFT", "TURN_RIGHT"), 0.5),  # circle-strafe
+    (("MOVE_RIGHT", "TURN_LEFT"), 0.5),
+    ((), 1.0),
+]
+_MOVES = {"MOVE_FORWARD", "MOVE_BACKWARD", "MOVE_LEFT", "MOVE_RIGHT"}
+_OPPOSITE = {"MOVE_FORWARD": "MOVE_BACKWARD", "MOVE_BACKWARD": "MOVE_FORWARD", "MOVE_LEFT": "MOVE_RIGHT",
+             "MOVE_RIGHT": "MOVE_LEFT", "TURN_LEFT": "TURN_RIGHT", "TURN_RIGHT": "TURN_LEFT"}
+
+
+class Policy:
+    def reset(self, obs: np.ndarray | None = None) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, obs):
+        return self.act(obs)
+
+
+class RandomPolicy(Policy):
+    """A fresh uniformly random action each step (seeded)."""
+
+    def __init__(self, spec: WorldSpec, rng: np.random.Generator | int | None = None):
+        self.spec = spec
+        self.space = spec.action_space()
+        self.space.seed(int(np.random.default_rng(rng).integers(2**31)))
+
+    def act(self, obs):
+        return self.space.sample()
+
+
+class StickyRandomPolicy(Policy):
+    """Random key-holds of varied length with wall-escape.
+
+    Each hold picks a key combination (multibinary: weighted plausible combos, never forward+back or
+    left+right together; discrete: one of the world's actions) and a hold length drawn log-uniform in
+    [min_hold, max_hold] steps (max_hold defaults to 60 game tics worth of steps, at least 2).
+    Wall escape: if a movement key is held and the mean absolute change of a downsampled frame stays
+    below `still_threshold` for `stuck_steps` steps, the policy turns away (or reverses, in worlds
+    without turn keys) for a random 8..30-tic hold.
+    """
+
+    def __init__(self, spec: WorldSpec, rng: np.random.Generator | int | None = None, min_hold: int = 2,
+                 max_hold: int | None = None, still_threshold: float = 0.5, stuck_steps: int | None = None):
+        self.spec = spec
+        self.rng = np.random.default_rng(rng)
+        self.min_hold = max(1, int(min_hold))
+        self.max_hold = max(self.min_hold, int(max_hold if max_hold is not None else max(2, 60 // spec.frame_skip)))
+        self.still_threshold = float(still_threshold)
+        self.stuck_steps = int(stuck_steps if stuck_steps is not None else max(2, 6 // spec.frame_skip))
+        names = list(spec.buttons)
+        self._index = {b: i for i, b in enumerate(names)}
+        # candidate actions as sets of pressed button names, with weights
+        if spec.action_kind == "multibinary":
+            combos = [(set(c), w) for c, w in _COMBOS if all(b in self._index for b in c)]
+            covered = set().union(*(c for c, _ in combos)) if combos else set()
+            combos += [({b}, 1.0) for b in names if b not in covered]  # buttons we know nothing about: alone
+        else:
+            combos = [({names[j] for j, v in enumerate(a) if v}, 1.0) for a in spec.discrete_actions]
+        self._combos = [c for c, _ in combos]
+        w = np.array([w for _, w in combos], np.float64)
+        self._p = w / w.sum()
+        self._hold_left = 0
+        self._current: set[str] = set()
+        self._prev_small: np.ndarray | None = None
+        self._still = 0
+        self.escapes = 0
+
+    def _encode(self, pressed: set[str]):
+        if self.spec.action_kind == "multibinary":
+            a = np.zeros(self.spec.num_buttons, np.int8)
+            for b in pressed:
+                a[self._index[b]] = 1
+            return a
+        want = tuple(int(b in pressed) for b in self.spec.buttons)
+        return self.spec.discrete_actions.index(want) if want in self.spec.discrete_actions else self.spec.noop_action()
+
+    def _hold_length(self, lo: int | None = None, hi: int | None = None) -> int:
+        lo, hi = lo or self.min_hold, hi or self.max_hold
+        return int(round(np.exp(self.rng.uniform(np.log(lo), np.log(hi + 0.999)))))
+
+    def _new_hold(self) -> None:
+        self._current = self._combos[self.rng.choice(len(self._combos), p=self._p)]
+        self._hold_left = self._hold_length()
+
+    def _escape(self) -> None:
+        """Turn away from the wall; without turn keys, reverse the movement."""
+        self.escapes += 1
+        turns = [b for b in ("TURN_LEFT", "TURN_RIGHT") if b in self._index]
+        if turns:
+            pressed = {turns[self.rng.integers(len(turns))]}
+            if "MOVE_BACKWARD" in self._index and self.rng.random() < 0.3:
+                pressed.add("MOVE_BACKWARD")
+        else:
+            pressed = {_OPPOSITE[b] for b in self._current if _OPPOSITE.get(b) in self._index}
+        if self.spec.action_kind == "discrete" and tuple(int(b in pressed) for b in self.spec.buttons) not in self.spec.discrete_actions:
+            pressed = {next(iter(pressed))} if pressed else set()
+        self._current = pressed
+        fs = self.spec.frame_skip
+        self._hold_left = self._hold_length(max(1, 8 // fs), max(2, 30 // fs))
+        self._still = 0
+
+    def reset(self, obs=None) -> None:
+        self._hold_left = 0
+        self._prev_small = None
+        self._still = 0
+        self._new_hold()
+
+    def act(self, obs):
+        if obs is not None:
+            small = np.asarray(obs)[::4, ::4].astype(np.int16)
+            if self._prev_small is not None and self._current & _MOVES:
+                change = float(np.abs(small - self._prev_small).mean())
+                self._still = self._still + 1 if change < self.still_threshold else 0
+            else:
+                self._still = 0
+            self._prev_small = small
+        if self._still >= self.stuck_steps:
+            self._escape()
+        elif self._hold_left <= 0:
+            self._new_hold()
+        self._hold_left -= 1
+        return self._encode(self._current)
+
+
+class CallablePolicy(Policy):
+    """Wrap any `f(obs) -> action`."""
+
+    def __init__(self, fn: Callable[[np.ndarray], Any]):
+        self.fn = fn
+
+    def act(self, obs):
+        return self.fn(obs)
+
+
+class SB3Policy(Policy):
+    """Wrap a Stable-Baselines3 model (anything with `.predict(obs, deterministic=False)`)."""
+
+    def __init__(self, model, deterministic: bool = False):
+        self.model = model
+        self.deterministic = deterministic
+
+    def act(self, obs):
+        action, _ = self.model.predict(obs, deterministic=self.deterministic)
+        return action
+
+
+def load_sb3(path: str):
+    """Load an SB3 model zip, trying the common algorithms (the zip does not say which one saved it)."""
+    import stable_baselines3 as sb3
+
+    errors = []
+    for name in ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG"):
+        try:
+            return getattr(sb3, name).load(path, device="cpu")
+        except Exception as e:  # wrong class for this zip
+            errors.append(f"{name}: {type(e).__name__}: {e}")
+    raise ValueError(f"could not load SB3 model {path!r}:\n  " + "\n  ".join(errors))
+
+
+def as_policy(obj, spec: WorldSpec | None = None, rng=None) -> Policy:
+    """Anything usable as a behaviour policy -> Policy."""
+    if isinstance(obj, Policy):
+        return obj
+    if hasattr(obj, "predict"):
+        return SB3Policy(obj)
+    if callable(obj):
+        return CallablePolicy(obj)
+    if isinstance(obj, str):
+        return make_policy(obj, spec, rng)
+    raise TypeError(f"cannot use {type(obj).__name__} as a policy (need a Policy, a callable f(obs), or an SB3 model)")
+
+
+def make_policy(name: str, spec: WorldSpec, rng=None) -> Policy:
+    """'sticky' | 'random' | a path to an SB3 .zip."""
+    if name == "sticky":
+        return StickyRandomPolicy(spec, rng)
+    if name == "random":
+        return RandomPolicy(spec, rng)
+    if name.endswith(".zip"):
+        return SB3Policy(load_sb3(name))
+    raise ValueError(f"unknown policy {name!r}: use 'sticky', 'random' or a path to an SB3 .zip")

@@ -1,0 +1,147 @@
+"""Flat, into-frame aligned data for the model, and random windows of T consecutive frames.
+
+`WindowSampler` reads frames lazily from disk (chunk by chunk, through an LRU cache of decoded
+chunks bounded in bytes), so it works on datasets larger than RAM; given a seed it is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FlatData:
+    """All episodes concatenated; every field aligned into frame i (docs/ARCHITECTURE.md)."""
+
+    frames: np.ndarray | None  # (N, H, W, 3) uint8 (None: index only, frames stay on disk)
+    actions: np.ndarray  # (N, A) float32: action that led INTO frame i (zeros at an episode's first frame)
+    rewards: np.ndarray  # (N,) float32: reward received on arriving at frame i (0 at the first frame)
+    terminated: np.ndarray  # (N,) bool: arriving at frame i ended the episode in a terminal state
+    first: np.ndarray  # (N,) bool: frame i starts an episode
+    episode: np.ndarray  # (N,) int32
+    source: list = field(default_factory=list, repr=False)  # [(dataset, local episode index)] per episode
+    offsets: np.ndarray | None = None  # (E,) int64 flat index of each episode's first frame
+
+    def __post_init__(self):
+        if self.offsets is None:
+            self.offsets = np.flatnonzero(self.first).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.offsets)
+
+    def window_starts(self, T: int) -> np.ndarray:
+        """int64 indices i with frames i..i+T-1 all inside one episode."""
+        N = len(self.episode)
+        if T < 1:
+            raise ValueError(f"window length must be >= 1, got {T}")
+        if N < T:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(self.episode[: N - T + 1] == self.episode[T - 1:]).astype(np.int64)
+
+
+@dataclass
+class WindowBatch:
+    """B windows of T consecutive frames; the same fields as FlatData with a leading (B, T)."""
+
+    frames: np.ndarray  # (B, T, H, W, 3) uint8
+    actions: np.ndarray  # (B, T, A) float32
+    rewards: np.ndarray  # (B, T) float32
+    terminated: np.ndarray  # (B, T) bool
+    first: np.ndarray  # (B, T) bool
+    episode: np.ndarray  # (B, T) int32
+    starts: np.ndarray  # (B,) int64 flat index of each window's first frame
+
+
+class _ChunkCache:
+    """LRU of decoded chunks keyed (episode, chunk), bounded by bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._d: OrderedDict = OrderedDict()
+
+    def get(self, key, load):
+        arr = self._d.get(key)
+        if arr is not None:
+            self._d.move_to_end(key)
+            self.hits += 1
+            return arr
+        self.misses += 1
+        arr = load()
+        self._d[key] = arr
+        self.bytes += arr.nbytes
+        while self.bytes > self.max_bytes and len(self._d) > 1:
+            _, old = self._d.popitem(last=False)
+            self.bytes -= old.nbytes
+        return arr
+
+
+class WindowSampler:
+    """Random windows of T frames inside one episode: `WindowSampler(dataset, T=16, seed=0).sample(32)`.
+
+    `source` is a `Dataset` / `MultiDataset` (frames read lazily from disk) or a `FlatData`
+    (in memory, or with frames=None and `source` set by `Dataset.flat(load_frames=False)`).
+    """
+
+    def __init__(self, source, T: int, seed: int = 0, cache_bytes: int = 1 << 30, skip_corrupt: bool = False):
+        if isinstance(source, FlatData):
+            self.flat = source
+        else:
+            self.flat = source.flat(skip_corrupt=skip_corrupt, load_frames=False)
+        self.T = int(T)
+        self.starts = self.flat.window_starts(self.T)
+        if len(self.starts) == 0:
+            raise ValueError(f"no window of {T} frames fits inside any episode ({self.flat.num_episodes} episodes, {len(self.flat)} frames)")
+        self.rng = np.random.default_rng(seed)
+        self.cache = _ChunkCache(cache_bytes)
+        self._layouts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        """Number of distinct windows."""
+        return len(self.starts)
+
+    def _frames(self, e: int, j0: int, T: int) -> np.ndarray:
+        ds, i = self.flat.source[e]
+        lay = self._layouts.get(e)
+        if lay is None:
+            layout = ds.chunk_layout(i)
+            lay = (np.array([s for s, _ in layout], np.int64), np.array([n for _, n in layout], np.int64))
+            self._layouts[e] = lay
+        starts, counts = lay
+        out = np.empty((T, *ds.frame_shape), np.uint8)
+        c = int(np.searchsorted(starts, j0, side="right") - 1)
+        k = 0
+        while k < T:
+            chunk = self.cache.get((e, c), lambda: ds.read_chunk(i, c))
+            lo = j0 + k - int(starts[c])
+            take = min(T - k, int(counts[c]) - lo)
+            out[k: k + take] = chunk[lo: lo + take]
+            k += take
+            c += 1
+        return out
+
+    def sample(self, B: int) -> WindowBatch:
+        idx = self.starts[self.rng.integers(0, len(self.starts), size=B)]
+        return self.get(idx)
+
+    def get(self, starts: np.ndarray) -> WindowBatch:
+        """The windows beginning at the given flat indices (each must be in `self.starts`)."""
+        f = self.flat
+        starts = np.asarray(starts, np.int64)
+        rows = starts[:, None] + np.arange(self.T)[None, :]
+        if f.frames is not None:
+            frames = f.frames[rows]
+        else:
+            ep = f.episode[starts]
+            frames = np.stack([self._frames(int(e), int(s - f.offsets[e]), self.T) for e, s in zip(ep, starts)])
+        return WindowBatch(frames=frames, actions=f.actions[rows], rewards=f.rewards[rows], terminated=f.terminated[rows],
+                           first=f.first[rows], episode=f.episode[rows], starts=starts)
