@@ -1,0 +1,83 @@
+"""Distributed helpers: the same code runs single-process or under `torchrun --nproc_per_node=N`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
+    """Init the process group when WORLD_SIZE>1 (torchrun); pick this rank's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo(), torch.device(device)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+        backend = "nccl"
+    else:
+        dev = torch.device("cpu")
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size), dev
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean_metrics(metrics: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
+    """Average scalar metric tensors across ranks (one all_reduce), return python floats."""
+    if not metrics:
+        return {}
+    keys = sorted(metrics)
+    vec = torch.stack([metrics[k].detach().float().reshape(()) for k in keys])
+    if info.enabled:
+        dist.all_reduce(vec, op=dist.ReduceOp.SUM)
+        vec /= info.world_size
+    return dict(zip(keys, vec.tolist()))
+
+
+def any_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when the flag is set on any rank (rank 0's clock decides time limits)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's `obj` on every rank (used for per-rank RNG states in checkpoints)."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

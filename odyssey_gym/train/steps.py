@@ -1,0 +1,252 @@
+"""The pieces of the loop that touch the model and the dataset APIs (kept here so `trainer.py` reads plainly).
+
+Everything model-specific goes through: `WorldModelConfig` (from_dict / presets), `WorldModel(cfg)` with
+`.ae` (FrameAutoencoder: encode/decode, optional `loss(x)`) and `.dynamics` (Dynamics: forward + `loss(...)`),
+`save_pretrained` / `from_pretrained`. Data goes through `odyssey_gym.data` (Dataset -> FlatData).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..worlds import get_world
+from .resident import ResidentData, uint8_to_float
+
+
+class DataError(RuntimeError):
+    pass
+
+
+# ============================================================================ data
+
+
+def load_data(dirs: list[str]) -> tuple[Any, dict[str, Any]]:
+    """Open the dataset dir(s) (one world) and load everything as one FlatData (frames in RAM)."""
+    from ..data.dataset import DatasetError, open_dataset
+
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise DataError(f"--data {d}: no such directory")
+    try:
+        ds = open_dataset(dirs[0] if len(dirs) == 1 else list(dirs))
+        flat = ds.flat()
+    except DatasetError as e:
+        raise DataError(str(e)) from None
+    if len(flat) == 0:
+        raise DataError(f"--data {', '.join(dirs)}: the dataset holds no episodes")
+    info = {
+        "world": ds.world_name,
+        "dirs": [str(Path(d).resolve()) for d in dirs],
+        "frames": int(len(flat)),
+        "episodes": int(flat.num_episodes),
+        "seeds": sorted({int(e["seed"]) for e in ds.episodes if e.get("seed") is not None}),
+    }
+    return flat, info
+
+
+def resolve_world(config_world: str | None, data_info: dict[str, Any], source: str):
+    name = data_info["world"]
+    if config_world is not None and config_world != name:
+        raise DataError(f"{source}: world {config_world!r} but the data ({', '.join(data_info['dirs'])}) holds {name!r}")
+    return get_world(name)
+
+
+# ============================================================================ model
+
+
+def build_model(model_cfg: dict[str, Any], world) -> torch.nn.Module:
+    """`model:` YAML -> WorldModel. `preset` picks WorldModelConfig.<preset>(); other keys override it."""
+    from ..model import WorldModel, WorldModelConfig
+
+    d = dict(model_cfg)
+    preset = d.pop("preset", None)
+    world_kw = {"world": world.name, "frame_size": tuple(world.frame_size), "action_dim": world.action_dim}
+    if preset is not None:
+        if hasattr(WorldModelConfig, "preset"):
+            cfg = WorldModelConfig.preset(preset, **world_kw, **d)
+        else:
+            factory = getattr(WorldModelConfig, preset, None)
+            if factory is None:
+                raise ValueError(f"model.preset {preset!r}: WorldModelConfig has no such preset")
+            cfg = factory(**world_kw, **d)
+    else:
+        cfg = WorldModelConfig.from_dict({**world_kw, **d})
+    return WorldModel(cfg)
+
+
+def load_pretrained_weights(model: torch.nn.Module, weights_dir: str) -> None:
+    from ..model import WorldModel
+
+    src = WorldModel.from_pretrained(weights_dir, device="cpu") if "device" in inspect.signature(WorldModel.from_pretrained).parameters else WorldModel.from_pretrained(weights_dir)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"--init-from {weights_dir}: weights do not match the configured model "
+                         f"(missing {missing[:5]}..., unexpected {unexpected[:5]}...)")
+    for k in ("latent_mean", "latent_std"):
+        if hasattr(src.config, k) and hasattr(model.config, k):
+            setattr(model.config, k, getattr(src.config, k))
+
+
+def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
+    m = getattr(m, "_orig_mod", m)  # torch.compile
+    return getattr(m, "module", m)  # DDP
+
+
+# ============================================================================ autoencoder
+
+
+def _multiscale_l1(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.Tensor:
+    loss = (x - y).abs().mean()
+    for _ in range(scales - 1):
+        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        loss = loss + (x - y).abs().mean()
+    return loss / scales
+
+
+def ae_loss(ae: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The autoencoder's own `loss(x)` when it has one, else L1 + multi-scale L1 on its reconstruction."""
+    if hasattr(ae, "loss"):
+        out = ae.loss(x)
+        return out if isinstance(out, tuple) else (out, {})
+    xr = ae.decode(ae.encode(x)).float()
+    l1 = (xr - x).abs().mean()
+    return l1 + _multiscale_l1(xr, x), {"l1": l1.detach()}
+
+
+@torch.no_grad()
+def encode_all(ae: torch.nn.Module, data: ResidentData, batch_size: int, amp) -> torch.Tensor:
+    """Encode every frame once -> (N, C, h, w) float32 on the training device (deterministic)."""
+    out = []
+    for i in range(0, data.n, batch_size):
+        idx = torch.arange(i, min(i + batch_size, data.n), device=data.device)
+        with amp:
+            z = ae.encode(data.frames_at(idx))
+        out.append(z.float())
+    return torch.cat(out)
+
+
+def latent_stats(z: torch.Tensor) -> dict[str, list[float]]:
+    """Per-channel mean/std of the latents (computed in float64 for stability)."""
+    zc = z.double().transpose(0, 1).reshape(z.shape[1], -1)
+    return {"mean": zc.mean(1).tolist(), "std": zc.std(1).clamp_min(1e-6).tolist()}
+
+
+def normalize(z: torch.Tensor, stats: dict[str, list[float]]) -> torch.Tensor:
+    m = torch.tensor(stats["mean"], device=z.device, dtype=z.dtype)[:, None, None]
+    s = torch.tensor(stats["std"], device=z.device, dtype=z.dtype)[:, None, None]
+    return (z - m) / s
+
+
+def set_latent_stats(model: torch.nn.Module, stats: dict[str, list[float]]) -> None:
+    """Write the latent mean/std into the model (config fields and/or a setter)."""
+    if hasattr(model, "set_latent_stats"):
+        model.set_latent_stats(stats["mean"], stats["std"])
+        return
+    cfg = model.config
+    cfg.latent_mean = list(stats["mean"])
+    cfg.latent_std = list(stats["std"])
+
+
+# ============================================================================ dynamics
+
+
+def dyn_loss(dyn, b: dict[str, torch.Tensor], loss_mask: torch.Tensor | None):
+    """Diffusion-forcing loss of the dynamics (with its context-noise augmentation) on a window batch."""
+    out = dyn.loss(b["z"], b["actions"], b["rewards"], b["terminated"], loss_mask=loss_mask)
+    return out if isinstance(out, tuple) else (out, {})
+
+
+@torch.no_grad()
+def unroll_context(dyn, b: dict[str, torch.Tensor], n_rows: int, unroll_len: int):
+    """Self-forcing-lite. For the first `n_rows` windows, regenerate frames T-1-u .. T-2 one at a time with
+    the model's 1-step prediction (each conditioned on the clean frames before it, earlier ones already
+    replaced), without grad. Returns (z, loss_mask): those rows train only on the true last frame."""
+    z = b["z"].clone()
+    B, T = z.shape[:2]
+    rows = slice(0, n_rows)
+    for p in range(T - 1 - unroll_len, T - 1):
+        z[rows, p] = dyn.predict_next(z[rows, :p], b["actions"][rows, : p + 1]).to(z.dtype)
+    mask = torch.ones(B, T, device=z.device, dtype=torch.bool)
+    mask[rows, : T - 1] = False
+    return z, mask
+
+
+# ============================================================================ export
+
+
+def _git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        r = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if r.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return r.stdout.strip() + ("-dirty" if dirty else "")
+    except Exception:
+        pass
+    return None
+
+
+def context_length(model) -> int:
+    cfg = model.config
+    for k in ("context_length", "context", "context_frames", "context_len"):
+        v = getattr(cfg, k, None) or getattr(getattr(cfg, "dynamics", None), k, None)
+        if v:
+            return int(v)
+    return 16
+
+
+def start_bank(flat, n: int, K: int, seed: int) -> dict[str, np.ndarray]:
+    """N real starting contexts of K frames (+ the actions into them), from distinct episodes when possible.
+    Windows start at an episode's first frame when it is long enough (a natural reset state)."""
+    rng = np.random.default_rng(seed)
+    starts = np.asarray(flat.window_starts(K), np.int64)
+    if starts.size == 0:
+        raise DataError(f"no episode is {K} frames long: cannot build a start bank")
+    first = np.asarray(flat.first, bool)
+    at_first = starts[first[starts]]
+    pool = at_first if at_first.size >= n else starts
+    pick = rng.choice(pool, size=n, replace=pool.size < n)
+    idx = np.sort(pick)[:, None] + np.arange(K)[None, :]
+    return {"frames": np.asarray(flat.frames)[idx].astype(np.uint8),
+            "actions": np.asarray(flat.actions, np.float32)[idx]}
+
+
+def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, train_seconds, log) -> Path:
+    """EMA weights via `save_pretrained` (bf16, <=16 MiB shards), start_bank.npz, train_summary.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m = _unwrap(ema)
+    sig = inspect.signature(m.save_pretrained).parameters
+    if "dtype" in sig:
+        m.save_pretrained(out, dtype=torch.bfloat16)
+    else:
+        import copy
+
+        copy.deepcopy(m).to(torch.bfloat16).save_pretrained(out)
+    K = context_length(m)
+    bank = start_bank(flat, tc.start_bank_size, K, tc.seed)
+    np.savez_compressed(out / "start_bank.npz", **bank)
+    summary = {
+        "world": world.name, "world_version": world.version,
+        "steps": {"ae": tc.ae_steps, "dyn": tc.dyn_steps},
+        "gpu_minutes": round(train_seconds / 60.0, 2),
+        "data": {"frames": data_info["frames"], "episodes": data_info["episodes"], "seeds": data_info["seeds"],
+                 "dirs": data_info["dirs"]},
+        "final_losses": {ph: {k: round(v, 6) for k, v in mm.items()} for ph, mm in last_metrics.items()},
+        "git_commit": _git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"exported EMA weights, start_bank.npz ({bank['frames'].shape}) and train_summary.json to {out}")
+    return out

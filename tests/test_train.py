@@ -1,0 +1,333 @@
+"""Training loop tests (CPU, tiny model, tiny synthetic dataset written with the real dataset writer).
+
+The model is the real `odyssey_gym.model.WorldModel` (tiny preset) when it is importable; until then a
+stub with the same contract (`StubWorldModel` below) stands in, so the loop, checkpoints and resume are
+tested either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from odyssey_gym.train import checkpoint as ckpt
+from odyssey_gym.train.config import ConfigError, from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+
+
+def real_model_available() -> bool:
+    try:
+        from odyssey_gym.model import WorldModel, WorldModelConfig  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ============================================================================ stub model (same contract)
+
+
+class StubConfig:
+    def __init__(self, world, frame_size, action_dim, context_length=4, channels=4, latent_mean=None, latent_std=None):
+        self.world, self.frame_size, self.action_dim = world, tuple(frame_size), int(action_dim)
+        self.context_length, self.channels = context_length, channels
+        self.latent_mean, self.latent_std = latent_mean, latent_std
+
+    def to_dict(self):
+        return dict(vars(self), frame_size=list(self.frame_size))
+
+
+class StubAE(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.enc = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 4, 4), torch.nn.GELU(), torch.nn.Conv2d(16, c, 2, 2))
+        self.dec = torch.nn.Sequential(torch.nn.ConvTranspose2d(c, 16, 2, 2), torch.nn.GELU(), torch.nn.ConvTranspose2d(16, 3, 4, 4))
+
+    def encode(self, x):
+        return self.enc(x)
+
+    def decode(self, z):
+        return self.dec(z)
+
+
+class StubDynamics(torch.nn.Module):
+    """Predicts frame t from frame t-1 (noised: context-noise augmentation) and the action into t."""
+
+    def __init__(self, c, h, w, a):
+        super().__init__()
+        self.shape = (c, h, w)
+        d = c * h * w
+        self.net = torch.nn.Sequential(torch.nn.Linear(d + a, 128), torch.nn.GELU(), torch.nn.Linear(128, d + 2))
+
+    def _pred(self, zprev, act):
+        out = self.net(torch.cat([zprev.flatten(-3), act], -1))
+        return out[..., :-2].unflatten(-1, self.shape), out[..., -2], out[..., -1]
+
+    def loss(self, z, actions, rewards, terminated, loss_mask=None):
+        ctx = z[:, :-1] + 0.1 * torch.rand(z.shape[0], 1, 1, 1, 1) * torch.randn_like(z[:, :-1])
+        zp, r, t = self._pred(ctx, actions[:, 1:])
+        per = (zp - z[:, 1:]).pow(2).mean((-3, -2, -1)) + (r - rewards[:, 1:]).pow(2)
+        per = per + torch.nn.functional.binary_cross_entropy_with_logits(t, terminated[:, 1:].float(), reduction="none")
+        m = torch.ones_like(per) if loss_mask is None else loss_mask[:, 1:].float()
+        loss = (per * m).sum() / m.sum().clamp_min(1)
+        return loss, {"mse": (zp - z[:, 1:]).pow(2).mean().detach()}
+
+    def predict_next(self, z_ctx, actions):
+        return self._pred(z_ctx[:, -1], actions[:, -1])[0]
+
+
+class StubWorldModel(torch.nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        H, W = config.frame_size
+        self.ae = StubAE(config.channels)
+        self.dynamics = StubDynamics(config.channels, H // 8, W // 8, config.action_dim)
+
+    def save_pretrained(self, d, dtype=None):
+        from safetensors.torch import save_file
+
+        d = Path(d)
+        d.mkdir(parents=True, exist_ok=True)
+        sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()}
+        save_file(sd, str(d / "model.safetensors"))
+        (d / "config.json").write_text(json.dumps({"model_version": 0, **self.config.to_dict()}))
+
+    @classmethod
+    def from_pretrained(cls, d, device="cpu"):
+        from safetensors.torch import load_file
+
+        cfg = json.loads((Path(d) / "config.json").read_text())
+        cfg.pop("model_version")
+        m = cls(StubConfig(**cfg))
+        m.load_state_dict({k: v.float() for k, v in load_file(str(Path(d) / "model.safetensors")).items()})
+        return m
+
+
+def stub_build_model(model_cfg, world):
+    return StubWorldModel(StubConfig(world.name, world.frame_size, world.action_dim))
+
+
+def use_stub(monkeypatch=None):
+    from odyssey_gym.train import steps
+
+    if monkeypatch is not None:
+        monkeypatch.setattr(steps, "build_model", stub_build_model)
+    else:
+        steps.build_model = stub_build_model
+    return StubWorldModel
+
+
+# ============================================================================ data + config helpers
+
+
+def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0) -> Path:
+    """doom-takecover-shaped (64x64, 3 discrete actions) data: a bright square moved by the actions."""
+    from odyssey_gym.data.dataset import DatasetWriter, Episode
+
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(path, "doom-takecover", fsync=False) as w:
+        for e in range(episodes):
+            x = int(rng.integers(8, 48))
+            acts = rng.integers(0, 3, size=length)
+            frames = np.zeros((length + 1, 64, 64, 3), np.uint8)
+            frames[..., 2] = 40
+            for i in range(length + 1):
+                if i > 0:
+                    x = int(np.clip(x + (-3 if acts[i - 1] == 0 else 3 if acts[i - 1] == 1 else 0), 0, 56))
+                frames[i, 28:36, x:x + 8] = 255
+            term = np.zeros(length, bool)
+            term[-1] = e % 2 == 0
+            w.add_episode(Episode(frames, acts.astype(np.int64), np.full(length, 4.0, np.float32), term,
+                                  ~term & (np.arange(length) == length - 1), seed=seed * 100 + e))
+    return path
+
+
+TINY = {
+    "model": {"preset": "tiny"},
+    "train": {
+        "seed": 0, "bf16": False, "compile": False,
+        "ae_steps": 30, "ae_batch_size": 8, "ae_lr": 2e-3, "ae_warmup_steps": 3,
+        "dyn_steps": 40, "dyn_batch_size": 8, "dyn_window": 6, "dyn_lr": 1e-3, "dyn_warmup_steps": 4,
+        "unroll_start_frac": 0.8, "unroll_len": 2, "unroll_batch_frac": 0.5,
+        "ema_decay": 0.99, "log_every_steps": 10, "save_every_steps": 10, "save_every_seconds": 0,
+        "start_bank_size": 4,
+    },
+}
+
+
+def write_config(path: Path, d=TINY, **train_overrides) -> Path:
+    import yaml
+
+    d = {**d, "train": {**d["train"], **train_overrides}}
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "takecover")
+
+
+def run_inproc(cfg_path, data, out, *extra, monkeypatch=None):
+    from odyssey_gym.cli import main
+
+    if not real_model_available():
+        use_stub(monkeypatch)
+    return main(["train", "--config", str(cfg_path), "--data", str(data), "--out", str(out), "--device", "cpu",
+                 "--no-progress", *map(str, extra)])
+
+
+def final_state(out: Path) -> dict:
+    path = ckpt.list_checkpoints(out)[-1]
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# ============================================================================ tests
+
+
+def test_config_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  ae_step: 5\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*ae_step \(did you mean ae_steps\?\)"):
+        load_config(bad)
+    bad.write_text("train:\n  dyn_window: 4\n  unroll_len: 4\n")
+    with pytest.raises(ConfigError, match="unroll_len"):
+        load_config(bad)
+    bad.write_text("wrld: x\n")
+    with pytest.raises(ConfigError, match="unknown top-level key"):
+        load_config(bad)
+    bad.write_text("train:\n  ae_lr: fast\n")
+    with pytest.raises(ConfigError, match="train.ae_lr must be float"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    # shipped configs load
+    for name in ("tiny", "doom-explore", "doom-takecover"):
+        cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert cfg.train.dyn_steps > 0
+    assert load_config(ROOT / "configs" / "tiny.yaml").world is None
+
+
+def test_cli_errors(tmp_path, dataset, capsys, monkeypatch):
+    cfg = write_config(tmp_path / "c.yaml")
+    rc = run_inproc(cfg, dataset, tmp_path / "run", "--resume", monkeypatch=monkeypatch)
+    assert rc == 2 and "no checkpoint found" in capsys.readouterr().err
+    rc = run_inproc(cfg, tmp_path / "nodata", tmp_path / "run", monkeypatch=monkeypatch)
+    assert rc == 2 and "nodata" in capsys.readouterr().err
+    wrong_world = write_config(tmp_path / "w.yaml", {**TINY, "world": "doom-explore"})
+    rc = run_inproc(wrong_world, dataset, tmp_path / "run", monkeypatch=monkeypatch)
+    assert rc == 2 and "holds 'doom-takecover'" in capsys.readouterr().err
+
+
+def test_train_loss_down_resume_checks_and_export(tmp_path, dataset, capsys, monkeypatch):
+    cfg = write_config(tmp_path / "c.yaml")
+    out = tmp_path / "run"
+    exp = tmp_path / "export"
+    assert run_inproc(cfg, dataset, out, "--export", exp, monkeypatch=monkeypatch) == 0
+    err = capsys.readouterr().err
+    # losses went down (tensorboard scalars are the record)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(out / "tb"))
+    ea.Reload()
+    for tag in ("ae/loss", "dyn/loss"):
+        vals = [e.value for e in ea.Scalars(tag)]
+        assert len(vals) >= 3 and vals[-1] < vals[0], (tag, vals)
+    assert len(ckpt.list_checkpoints(out)) == 2  # keep the last 2
+    # export loads
+    Model = __import__("odyssey_gym.model", fromlist=["WorldModel"]).WorldModel if real_model_available() else StubWorldModel
+    m = Model.from_pretrained(exp)
+    assert m.config.latent_mean is not None
+    bank = np.load(exp / "start_bank.npz")
+    assert bank["frames"].dtype == np.uint8 and bank["frames"].shape[0] == 4 and bank["frames"].shape[2:] == (64, 64, 3)
+    assert bank["actions"].dtype == np.float32 and bank["actions"].shape[:2] == bank["frames"].shape[:2]
+    summary = json.loads((exp / "train_summary.json").read_text())
+    assert summary["data"]["episodes"] == 6 and summary["steps"]["dyn"] == 40 and "dyn" in summary["final_losses"]
+    assert all(p.stat().st_size <= 16 << 20 for p in exp.glob("*.safetensors"))
+
+    # a changed config is refused, naming the file and the key
+    cfg2 = write_config(tmp_path / "c2.yaml", dyn_lr=5e-4, log_every_steps=5)
+    assert run_inproc(cfg2, dataset, out, "--resume", monkeypatch=monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "c2.yaml" in err and "train.dyn_lr" in err and "log_every_steps" not in err
+
+    # a corrupt newest checkpoint: named, and the previous good one is used
+    newest = ckpt.list_checkpoints(out)[-1]
+    newest.write_bytes(b"garbage")
+    assert run_inproc(cfg, dataset, out, "--resume", monkeypatch=monkeypatch) == 0
+    err = capsys.readouterr().err
+    assert str(newest) in err and "previous good checkpoint" in err
+
+
+KILL_RUNNER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {here!r})
+    import test_train
+    if not test_train.real_model_available():
+        test_train.use_stub()
+    from odyssey_gym.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
+    cfg = write_config(tmp_path / "c.yaml", save_every_steps=5)
+    # uninterrupted reference (in-process)
+    ref = tmp_path / "ref"
+    assert run_inproc(cfg, dataset, ref, monkeypatch=monkeypatch) == 0
+    ref_state = final_state(ref)
+
+    # same run in a subprocess, killed -9 once a mid-dynamics checkpoint appears, then resumed
+    runner = tmp_path / "runner.py"
+    runner.write_text(KILL_RUNNER.format(here=str(HERE)))
+    out = tmp_path / "killed"
+    argv = [sys.executable, str(runner), "train", "--config", str(cfg), "--data", str(dataset), "--out", str(out),
+            "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    target = out / "checkpoints" / f"ckpt-{30 + 15:09d}.pt"  # dyn step 15 of 40
+    t0 = time.monotonic()
+    while not target.exists() and p.poll() is None and time.monotonic() - t0 < 60:
+        time.sleep(0.01)
+    killed = p.poll() is None
+    if killed:
+        os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert killed, "the run finished before it could be killed: " + p.stderr.read().decode()[-2000:]
+    last = ckpt.list_checkpoints(out)[-1]
+    assert "done" != torch.load(last, weights_only=False)["phase"]
+
+    r = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stderr
+    state = final_state(out)
+    assert state["global_step"] == ref_state["global_step"]
+    for key in ("model", "ema"):
+        for k, v in ref_state[key].items():
+            assert torch.equal(v, state[key][k]), f"{key}.{k} differs after kill + resume"
+
+
+def test_unroll_context_replaces_only_the_tail():
+    from odyssey_gym.train.steps import unroll_context
+
+    dyn = StubDynamics(4, 2, 2, 3)
+    z = torch.randn(4, 6, 4, 2, 2)
+    b = {"z": z, "actions": torch.rand(4, 6, 3)}
+    z2, mask = unroll_context(dyn, b, n_rows=2, unroll_len=2)
+    assert torch.equal(z2[2:], z[2:]) and torch.equal(z2[:2, :3], z[:2, :3]) and torch.equal(z2[:, 5], z[:, 5])
+    assert not torch.equal(z2[:2, 3:5], z[:2, 3:5])
+    assert mask[:2].tolist() == [[False] * 5 + [True]] * 2 and mask[2:].all()
