@@ -315,7 +315,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stderr
     state = final_state(out)
-    assert state["global_step"] == ref_state["global_step"]
+    assert ref_state["phase"] == state["phase"] == "done"
+    assert state["global_step"] == ref_state["global_step"] == 30 + 40 + 1
     for key in ("model", "ema"):
         for k, v in ref_state[key].items():
             assert torch.equal(v, state[key][k]), f"{key}.{k} differs after kill + resume"

@@ -205,7 +205,7 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
                 {
                     "config": cfg.to_dict(), "config_flat": cfg.flat(), "config_hash": cfg.hash(),
                     "world": world.name, "phase": phase, "step": step,
-                    "global_step": step + (ae_total if phase == "dyn" else 0) + (1 if phase == "done" else 0),
+                    "global_step": {"ae": 0, "dyn": ae_total, "done": ae_total + 1}[phase] + step,
                     "model": model.state_dict(), "ema": ema.state_dict(),
                     "optimizer": opt.state_dict() if opt else None, "scheduler": sched.state_dict() if sched else None,
                     "latent_stats": latent_stats, "rng": rng, "world_size": info.world_size,
