@@ -84,9 +84,11 @@ def build_model(model_cfg: dict[str, Any], world) -> torch.nn.Module:
 
 
 def load_pretrained_weights(model: torch.nn.Module, weights_dir: str) -> None:
-    from ..model import WorldModel
-
-    src = WorldModel.from_pretrained(weights_dir, device="cpu") if "device" in inspect.signature(WorldModel.from_pretrained).parameters else WorldModel.from_pretrained(weights_dir)
+    cls = type(model)  # WorldModel
+    if not (Path(weights_dir) / "config.json").is_file():
+        raise DataError(f"--init-from {weights_dir}: not a weights directory (no config.json)")
+    kw = {"device": "cpu"} if "device" in inspect.signature(cls.from_pretrained).parameters else {}
+    src = cls.from_pretrained(weights_dir, **kw)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
