@@ -42,6 +42,7 @@ class ResidentData:
         self.actions = torch.as_tensor(np.asarray(flat.actions, np.float32)).to(self.device)  # (N,A)
         self.rewards = torch.as_tensor(np.asarray(flat.rewards, np.float32)).to(self.device)  # (N,)
         self.terminated = torch.as_tensor(np.asarray(flat.terminated, bool)).to(self.device)  # (N,)
+        self.first = torch.as_tensor(np.asarray(flat.first, bool)).to(self.device)  # (N,)
         self.n = int(self.frames.shape[0])
         self.latents: torch.Tensor | None = None
         self.gpu_resident_frac = gpu_resident_frac
@@ -88,6 +89,7 @@ class ResidentData:
             "actions": self.actions[idx],
             "rewards": self.rewards[idx],
             "terminated": self.terminated[idx],
+            "first": self.first[idx],
         }
 
     def sample_windows(self, batch_size: int, T: int) -> dict[str, torch.Tensor]:

@@ -164,7 +164,8 @@ def set_latent_stats(model: torch.nn.Module, stats: dict[str, list[float]]) -> N
 
 def dyn_loss(dyn, b: dict[str, torch.Tensor], loss_mask: torch.Tensor | None):
     """Diffusion-forcing loss of the dynamics (with its context-noise augmentation) on a window batch."""
-    out = dyn.loss(b["z"], b["actions"], b["rewards"], b["terminated"], loss_mask=loss_mask)
+    kw = {"first": b["first"]} if "first" in b and "first" in inspect.signature(dyn.loss).parameters else {}
+    out = dyn.loss(b["z"], b["actions"], b["rewards"], b["terminated"], loss_mask=loss_mask, **kw)
     return out if isinstance(out, tuple) else (out, {})
 
 
