@@ -1,0 +1,118 @@
+"""`odyssey-gym record`: run an agent in a world model and write an MP4.
+
+    odyssey-gym record --world doom-explore --steps 300 --out episode.mp4
+    odyssey-gym record --world doom-takecover --agent ppo_takecover.zip --num-envs 4 --out tiled.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--world", default="doom-explore", help="world name (default: doom-explore)")
+    p.add_argument("--agent", default="sticky", help="'sticky' (held keys, default), 'random', or a path to an SB3 .zip")
+    p.add_argument("--steps", type=int, default=300, help="env steps to record (default 300)")
+    p.add_argument("--out", default="episode.mp4", help="output MP4 path")
+    p.add_argument("--num-envs", type=int, default=1, help="envs in the batch; >1 writes a tiled video")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--weights", default=None, help="weights dir (default: the shipped weights)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampling-steps", type=int, default=None, help="denoising steps per frame (default: the model's)")
+    p.add_argument("--fps", type=int, default=None, help="video fps (default: the world's)")
+
+
+def tile(frames: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) -> one image on a near-square grid (black padding)."""
+    n, h, w, c = frames.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.zeros((rows * h, cols * w, c), dtype=frames.dtype)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        out[r * h:(r + 1) * h, q * w:(q + 1) * w] = frames[i]
+    return out
+
+
+def _sb3_agent(path: str, venv):
+    """Load an SB3 zip (PPO/A2C/DQN); frame-stack when the policy was trained on stacked frames."""
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    last = None
+    for algo in ("PPO", "A2C", "DQN"):
+        try:
+            model = getattr(sb3, algo).load(path, device="cpu")
+            break
+        except Exception as e:  # noqa: BLE001 (wrong algorithm class: try the next)
+            last = e
+    else:
+        raise SystemExit(f"could not load SB3 model {path!r}: {last}")
+    shape = model.observation_space.shape
+    c = shape[-1] if shape[-1] % 3 == 0 and shape[-1] <= shape[0] else shape[0]
+    if c > 3:
+        channels_order = "last" if shape[-1] == c else "first"
+        venv = VecFrameStack(venv, c // 3, channels_order=channels_order)
+
+    def act(obs):
+        return model.predict(obs, deterministic=False)[0]
+
+    return act, venv
+
+
+def run(args: argparse.Namespace) -> int:
+    from odyssey_gym.envs.agents import make_agent
+    from odyssey_gym.envs.sb3 import OdysseyVecEnv
+    from odyssey_gym.worlds import get_world
+
+    world = get_world(args.world)
+    if args.steps < 1:
+        print("--steps must be >= 1", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        print(f"--out must end in .mp4, got {args.out!r}", file=sys.stderr)
+        return 2
+    try:
+        venv = OdysseyVecEnv(world.name, num_envs=args.num_envs, device=args.device, weights=args.weights,
+                             sampling_steps=args.sampling_steps)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"odyssey-gym record: {e}", file=sys.stderr)
+        return 2
+    base = venv
+    if args.agent in ("random", "sticky"):
+        agent, env = make_agent(args.agent, world, args.num_envs, seed=args.seed), venv
+    elif Path(args.agent).exists() or args.agent.endswith(".zip"):
+        agent, env = _sb3_agent(args.agent, venv)
+    else:
+        print(f"unknown agent {args.agent!r}: use 'sticky', 'random' or a path to an SB3 .zip", file=sys.stderr)
+        return 2
+
+    env.seed(args.seed)
+    obs = env.reset()
+    frames = [tile(np.stack(base.get_images()))]
+    t_env = 0.0
+    for _ in range(args.steps):
+        action = agent(obs)
+        t0 = time.perf_counter()
+        obs, _, _, _ = env.step(action)
+        t_env += time.perf_counter() - t0
+        frames.append(tile(np.stack(base.get_images())))
+    env.close()
+
+    from moviepy import ImageSequenceClip
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fps = args.fps or base.metadata["render_fps"]
+    clip = ImageSequenceClip(frames, fps=fps)
+    clip.write_videofile(str(out), codec="libx264", audio=False, logger=None)
+    sps = args.steps * args.num_envs / max(t_env, 1e-9)
+    print(str(out))
+    print(f"{args.steps} steps x {args.num_envs} envs on {base.venv.device}: {sps:.1f} env steps/s "
+          f"({args.steps / max(t_env, 1e-9):.1f} batched steps/s)")
+    return 0
