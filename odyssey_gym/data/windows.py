@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import warnings
+
 import numpy as np
+
+from .dataset import DatasetError
 
 
 @dataclass
@@ -98,6 +102,8 @@ class WindowSampler:
         else:
             self.flat = source.flat(skip_corrupt=skip_corrupt, load_frames=False)
         self.T = int(T)
+        self.skip_corrupt = skip_corrupt
+        self.bad_episodes: set[int] = set()
         self.starts = self.flat.window_starts(self.T)
         if len(self.starts) == 0:
             raise ValueError(f"no window of {T} frames fits inside any episode ({self.flat.num_episodes} episodes, {len(self.flat)} frames)")
@@ -121,7 +127,11 @@ class WindowSampler:
         c = int(np.searchsorted(starts, j0, side="right") - 1)
         k = 0
         while k < T:
-            chunk = self.cache.get((e, c), lambda: ds.read_chunk(i, c))
+            try:
+                chunk = self.cache.get((e, c), lambda: ds.read_chunk(i, c))
+            except DatasetError as err:
+                err.flat_episode = e
+                raise
             lo = j0 + k - int(starts[c])
             take = min(T - k, int(counts[c]) - lo)
             out[k: k + take] = chunk[lo: lo + take]
@@ -131,7 +141,23 @@ class WindowSampler:
 
     def sample(self, B: int) -> WindowBatch:
         idx = self.starts[self.rng.integers(0, len(self.starts), size=B)]
-        return self.get(idx)
+        if not self.skip_corrupt:
+            return self.get(idx)
+        while True:  # an episode whose chunk fails to read is dropped (with a warning) and its windows redrawn
+            try:
+                return self.get(idx)
+            except DatasetError as err:
+                e = getattr(err, "flat_episode", None)
+                if e is None:
+                    raise
+                warnings.warn(f"skipping corrupt episode: {err}", stacklevel=2)
+                self.bad_episodes.add(e)
+                self.starts = self.starts[self.flat.episode[self.starts] != e]
+                if len(self.starts) == 0:
+                    raise DatasetError("every episode with a window is corrupt") from err
+                bad = self.flat.episode[idx] == e
+                idx = idx.copy()
+                idx[bad] = self.starts[self.rng.integers(0, len(self.starts), size=int(bad.sum()))]
 
     def get(self, starts: np.ndarray) -> WindowBatch:
         """The windows beginning at the given flat indices (each must be in `self.starts`)."""
