@@ -1,0 +1,426 @@
+"""Dynamics: a frame-causal transformer that denoises the next latent frame given the past.
+
+Tokens are patches of the (normalised) latent grid, P per frame. Attention is full within a
+frame and causal across frames, limited to the last K = `context_frames` frames (a sliding
+window: training, the slow reference and the ring-buffer KV cache all compute the same thing).
+Time enters only through a temporal RoPE on part of each head, so only frame *differences*
+matter and a ring-buffer cache can run forever; space has a learned position embedding.
+
+Every frame has its own noise level sigma (diffusion forcing) and is conditioned on the action
+that led INTO it; both enter every block through a shared adaLN (PixArt's adaLN-single: one
+projection for all blocks plus a small learned table per block). EDM preconditioning with x0
+prediction lets 1-4 denoising steps suffice. Reward and termination heads read the mean-pooled
+final hidden state of a (near-)clean frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class DynamicsConfig:
+    latent_channels: int = 16
+    latent_size: tuple[int, int] = (16, 20)  # (h, w) of the latent grid
+    patch_size: int = 2
+    n_layer: int = 10
+    n_head: int = 6
+    n_embd: int = 384
+    mlp_ratio: float = 4.0
+    action_dim: int = 6
+    context_frames: int = 16  # K: frames a new frame can attend to (the KV cache length)
+    max_frames: int = 20  # training window length T
+    rope_fraction: float = 0.5  # fraction of each head's dims rotated by temporal RoPE; the rest is position-free
+    rope_base: float = 100.0  # temporal distances are short (<= K), so a small base spreads the frequencies usefully
+    dropout: float = 0.0
+    # EDM / diffusion forcing (sigma in units of the normalised latent)
+    sigma_data: float = 1.0
+    sigma_p_mean: float = 0.0  # target frames: ln(sigma) ~ N(p_mean, p_std)
+    sigma_p_std: float = 1.2
+    p_context: float = 0.5  # probability that a training frame is context-like
+    sigma_ctx_max: float = 0.3  # context-like frames: sigma ~ U(0, sigma_ctx_max) (context-noise augmentation)
+    # few-step sampling schedule (Karras rho schedule, ends at 0)
+    sigma_max: float = 5.0
+    sigma_min: float = 0.002
+    rho: float = 7.0
+    # head loss weights
+    reward_weight: float = 1.0
+    term_weight: float = 1.0
+
+    def __post_init__(self):
+        self.latent_size = tuple(int(s) for s in self.latent_size)
+        h, w = self.latent_size
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"latent_size {self.latent_size} must be divisible by patch_size {self.patch_size}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd {self.n_embd} must be divisible by n_head {self.n_head}")
+        if self.rope_dim % 2:
+            raise ValueError("rope_fraction * head_dim must be even")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def rope_dim(self) -> int:
+        return int(round(self.head_dim * self.rope_fraction / 2)) * 2
+
+    @property
+    def tokens_per_frame(self) -> int:
+        h, w = self.latent_size
+        return (h // self.patch_size) * (w // self.patch_size)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def karras_sigmas(steps: int, sigma_max: float, sigma_min: float, rho: float) -> list[float]:
+    """`steps` noise levels from sigma_max down (Karras rho spacing), then a final 0.
+
+    steps+1 points are spaced from sigma_max to sigma_min and the last is replaced by 0, so
+    1 step = [sigma_max, 0] and 2 steps = [sigma_max, ~0.3, 0]: no pass is wasted at sigma_min.
+    """
+    if steps < 1:
+        raise ValueError(f"sampling steps must be >= 1, got {steps}")
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    s = [(a + i / steps * (b - a)) ** rho for i in range(steps + 1)]
+    s[-1] = 0.0
+    return s
+
+
+def edm_precond(sigma: torch.Tensor, sigma_data: float):
+    """EDM's c_skip, c_out, c_in, c_noise for x0 prediction: D = c_skip * x + c_out * F(c_in * x, c_noise)."""
+    sigma = sigma.float()
+    s2, d2 = sigma**2, sigma_data**2
+    c_skip = d2 / (s2 + d2)
+    c_out = sigma * sigma_data / (s2 + d2).sqrt()
+    c_in = 1 / (s2 + d2).sqrt()
+    c_noise = sigma.clamp_min(1e-3).log() / 4  # sigma=0 (clean context) maps to the smallest level
+    return c_skip, c_out, c_in, c_noise
+
+
+def rope_angles(pos: torch.Tensor, rope_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """pos float (...,) -> cos, sin (..., rope_dim // 2) in float32."""
+    freqs = base ** (-torch.arange(0, rope_dim, 2, device=pos.device, dtype=torch.float32) / rope_dim)
+    ang = pos.float()[..., None] * freqs
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first 2*cos.shape[-1] dims of x (..., N, head_dim) pairwise (half-split layout)."""
+    r = cos.shape[-1]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x1, x2, rest = x[..., :r], x[..., r : 2 * r], x[..., 2 * r :]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos, rest], dim=-1)
+
+
+def frame_causal_mask(T: int, P: int, window: int, device=None) -> torch.Tensor:
+    """(T*P, T*P) bool, True = may attend: full within a frame, causal across frames, at most `window` frames back."""
+    f = torch.arange(T, device=device).repeat_interleave(P)
+    d = f[:, None] - f[None, :]
+    return (d >= 0) & (d <= window)
+
+
+def timestep_embedding(c: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of a scalar per frame (..., ) -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=c.device, dtype=torch.float32) / half)
+    ang = c.float()[..., None] * freqs * 100.0  # c_noise spans ~[-1.7, 0.6]: scale so low freqs still vary
+    return torch.cat([ang.cos(), ang.sin()], dim=-1)
+
+
+# ---------------------------------------------------------------------------- modules
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with QK-norm (stable in bf16) and temporal RoPE on part of each head."""
+
+    def __init__(self, cfg: DynamicsConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.q_norm = RMSNorm(cfg.head_dim)
+        self.k_norm = RMSNorm(cfg.head_dim)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, rope, mask, ctx=None):
+        """x (B, N, D); rope: (cos, sin) for these tokens or None (position 0); mask bool, broadcastable
+        to (B, H, N, N_ctx + N); ctx: optional (k, v) (B, H, N_ctx, hd) of cached frames, keys already rotated.
+        Returns (out, (k, v)) with this call's keys NOT rotated (what the ring-buffer cache stores)."""
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        kv = (k, v)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if ctx is not None:
+            k = torch.cat([ctx[0], k], dim=2)
+            v = torch.cat([ctx[1], v], dim=2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(B, N, D)), kv
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: DynamicsConfig):
+        super().__init__()
+        hidden = int(cfg.n_embd * cfg.mlp_ratio)
+        self.fc = nn.Linear(cfg.n_embd, hidden)
+        self.proj = nn.Linear(hidden, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block modulated per frame: shift/scale/gate from the shared adaLN plus its own table."""
+
+    def __init__(self, cfg: DynamicsConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.n_embd, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.n_embd, elementwise_affine=False, eps=1e-6)
+        self.mlp = MLP(cfg)
+        self.mod_table = nn.Parameter(torch.randn(6, cfg.n_embd) / cfg.n_embd**0.5)
+
+    def forward(self, x, mod, rope, mask, ctx=None):
+        """x (B, T, P, D), mod (B, T, 6, D) from the shared adaLN. Returns (x, (k, v))."""
+        B, T, P, D = x.shape
+        sh1, sc1, g1, sh2, sc2, g2 = (mod + self.mod_table.to(mod.dtype)).unsqueeze(2).unbind(3)  # each (B, T, 1, D)
+        h = self.norm1(x) * (1 + sc1) + sh1
+        a, kv = self.attn(h.reshape(B, T * P, D), rope, mask, ctx)
+        x = x + g1 * a.view(B, T, P, D)
+        x = x + g2 * self.mlp(self.norm2(x) * (1 + sc2) + sh2)
+        return x, kv
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+class Dynamics(nn.Module):
+    """Frame-causal diffusion transformer over latent patch tokens with reward/termination heads."""
+
+    def __init__(self, config: DynamicsConfig):
+        super().__init__()
+        self.config = cfg = config
+        C, p, D = cfg.latent_channels, cfg.patch_size, cfg.n_embd
+        self.patch_in = nn.Linear(C * p * p, D)
+        self.pos_emb = nn.Parameter(torch.randn(cfg.tokens_per_frame, D) * 0.02)
+        self.noise_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
+        self.action_mlp = nn.Sequential(nn.Linear(cfg.action_dim, D), nn.SiLU(), nn.Linear(D, D))
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))  # adaLN-single, shared by all blocks
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.out_table = nn.Parameter(torch.randn(2, D) / D**0.5)
+        self.out = nn.Linear(D, C * p * p)
+        self.heads = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 2))  # reward, termination logit
+        self.apply(self._init)
+        for m in (self.adaln[-1], self.out):  # start as "output = c_skip * input", blocks as near-identity
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+    # -- pieces shared by the window forward and the cached single-frame forward
+
+    def _patchify(self, z):  # (B, T, C, h, w) -> (B, T, P, C*p*p)
+        B, T, C, h, w = z.shape
+        p = self.config.patch_size
+        z = z.reshape(B, T, C, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        return z.reshape(B, T, (h // p) * (w // p), C * p * p)
+
+    def _unpatchify(self, x):  # (B, T, P, C*p*p) -> (B, T, C, h, w)
+        cfg = self.config
+        B, T = x.shape[:2]
+        p, C, (h, w) = cfg.patch_size, cfg.latent_channels, cfg.latent_size
+        x = x.reshape(B, T, h // p, w // p, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(B, T, C, h, w)
+
+    def _embed(self, z_noisy, sigma, actions):
+        """-> tokens (B, T, P, D), cond (B, T, D), mod (B, T, 6, D), (c_skip, c_out) (B, T, 1, 1, 1)."""
+        c_skip, c_out, c_in, c_noise = edm_precond(sigma, self.config.sigma_data)
+        dt = self.patch_in.weight.dtype
+        x = self.patch_in(self._patchify(z_noisy * c_in[..., None, None, None].to(z_noisy.dtype)).to(dt))
+        x = x + self.pos_emb.to(dt)
+        cond = self.noise_mlp(timestep_embedding(c_noise, 256).to(dt)) + self.action_mlp(actions.to(dt))
+        mod = self.adaln(cond).unflatten(-1, (6, -1))
+        return x, cond, mod, (c_skip[..., None, None, None], c_out[..., None, None, None])
+
+    def _finish(self, x, cond, z_noisy, pre):
+        """Final adaLN + linear -> x0 prediction; mean-pooled hidden -> heads."""
+        h = self.norm_out(x)
+        shift, scale = (self.out_table.to(cond.dtype) + cond[:, :, None]).unsqueeze(2).unbind(3)
+        Fx = self._unpatchify(self.out(h * (1 + scale) + shift)).float()
+        c_skip, c_out = pre
+        z0 = c_skip * z_noisy.float() + c_out * Fx
+        r = self.heads(h.mean(2)).float()
+        return z0.to(z_noisy.dtype), r[..., 0], r[..., 1]
+
+    # -- forward over a window (training, the reference sampler)
+
+    def forward(self, z_noisy, sigma, actions, window: int | None = None, return_kv: bool = False):
+        """z_noisy (B, T, C, h, w), sigma (B, T), actions (B, T, A) -> (z0_pred, reward (B, T), term_logit (B, T)).
+
+        Frame t is conditioned on actions[:, t] (the action that led INTO frame t) and attends to
+        frames t-window .. t (window defaults to context_frames). With return_kv, also returns the
+        per-layer un-rotated (k, v) of shape (B, H, T*P, hd) (used to fill the sampler's cache).
+        """
+        cfg = self.config
+        B, T = sigma.shape
+        window = cfg.context_frames if window is None else window
+        x, cond, mod, pre = self._embed(z_noisy, sigma, actions)
+        P = x.shape[2]
+        cos, sin = rope_angles(torch.arange(T, device=x.device).repeat_interleave(P), cfg.rope_dim, cfg.rope_base)
+        mask = frame_causal_mask(T, P, window, x.device)
+        kvs = []
+        for block in self.blocks:
+            x, kv = block(x, mod, (cos, sin), mask)
+            kvs.append(kv)
+        out = self._finish(x, cond, z_noisy, pre)
+        return (*out, kvs) if return_kv else out
+
+    # -- forward of one new frame against a KV cache (the real-time sampler)
+
+    def forward_cached(self, z_noisy, sigma, action, ctx_kv, ctx_valid):
+        """One frame per row attending to cached frames + itself.
+
+        z_noisy (B, C, h, w), sigma (B,), action (B, A); ctx_kv: per layer (k, v) (B, H, N_ctx, hd) with keys
+        already rotated to position -age (the new frame sits at position 0, so its own q/k need no rotation);
+        ctx_valid (B, N_ctx) bool. Returns (z0 (B, C, h, w), reward (B,), term_logit (B,), per-layer new (k, v)).
+        """
+        x, cond, mod, pre = self._embed(z_noisy[:, None], sigma[:, None], action[:, None])
+        B, _, P, _ = x.shape
+        self_ok = torch.ones(B, P, dtype=torch.bool, device=x.device)
+        mask = torch.cat([ctx_valid, self_ok], dim=1)[:, None, None, :]
+        kvs = []
+        for block, ctx in zip(self.blocks, ctx_kv):
+            x, kv = block(x, mod, None, mask, ctx)
+            kvs.append(kv)
+        z0, r, t = self._finish(x, cond, z_noisy[:, None], pre)
+        return z0[:, 0], r[:, 0], t[:, 0], kvs
+
+    # -- training
+
+    def sample_sigma(self, B: int, T: int, device, context_mask=None, generator=None):
+        """Diffusion-forcing noise levels (B, T) and the context-like mask (B, T)."""
+        cfg = self.config
+        if context_mask is None:
+            context_mask = torch.rand(B, T, device=device, generator=generator) < cfg.p_context
+        s_ctx = torch.rand(B, T, device=device, generator=generator) * cfg.sigma_ctx_max
+        s_tgt = (cfg.sigma_p_mean + cfg.sigma_p_std * torch.randn(B, T, device=device, generator=generator)).exp()
+        return torch.where(context_mask, s_ctx, s_tgt), context_mask
+
+    def loss(self, z, actions, rewards=None, terminated=None, first=None, *, loss_mask=None, context_mask=None,
+             generator=None):
+        """Diffusion-forcing training loss on a window of clean normalised latents.
+
+        z (B, T, C, h, w) clean; actions (B, T, A) into-frame; rewards (B, T); terminated (B, T) bool;
+        first (B, T) bool marks episode starts (their reward/termination is not a real signal and is masked).
+        loss_mask (B, T) bool: frames that count (e.g. only the true last frame after a self-forcing unroll).
+        context_mask (B, T) bool: force frames context-like (True) / target-like (False) instead of at random.
+        Each frame gets its own sigma: context-like U(0, sigma_ctx_max) with prob p_context, else log-normal.
+        Denoising loss (EDM weighting) on all counted frames; reward MSE + termination BCE on counted
+        context-like frames. Returns (loss, metrics) with metrics as detached tensors (no host sync).
+        """
+        cfg = self.config
+        B, T = z.shape[:2]
+        dev = z.device
+        sigma, is_ctx = self.sample_sigma(B, T, dev, context_mask, generator)
+        noise = torch.randn(z.shape, device=dev, generator=generator, dtype=torch.float32)
+        z_noisy = (z.float() + sigma[..., None, None, None] * noise).to(z.dtype)
+        z0, r, t = self(z_noisy, sigma, actions)
+        counted = torch.ones(B, T, dtype=torch.bool, device=dev) if loss_mask is None else loss_mask.bool()
+
+        s = sigma.clamp_min(1e-3)
+        w = (s**2 + cfg.sigma_data**2) / (s * cfg.sigma_data) ** 2
+        err = (z0.float() - z.float()).pow(2).flatten(2).mean(-1)  # (B, T)
+        cf = counted.float()
+        den = (w * err * cf).sum() / cf.sum().clamp_min(1)
+        loss = den
+        metrics = {"denoise": den.detach()}
+        with torch.no_grad():
+            tgt = (~is_ctx & counted).float()
+            metrics["mse_target"] = (err * tgt).sum() / tgt.sum().clamp_min(1)
+
+        head_mask = is_ctx & counted
+        if first is not None:
+            head_mask = head_mask & ~first.bool()
+        hm = head_mask.float()
+        n_head = hm.sum().clamp_min(1)
+        if rewards is not None:
+            r_mse = ((r - rewards.float()) ** 2 * hm).sum() / n_head
+            loss = loss + cfg.reward_weight * r_mse
+            metrics["reward_mse"] = r_mse.detach()
+        if terminated is not None:
+            bce = F.binary_cross_entropy_with_logits(t, terminated.float(), reduction="none")
+            t_bce = (bce * hm).sum() / n_head
+            loss = loss + cfg.term_weight * t_bce
+            metrics["term_bce"] = t_bce.detach()
+            with torch.no_grad():
+                metrics["term_acc"] = (((t > 0) == terminated.bool()).float() * hm).sum() / n_head
+        metrics["loss"] = loss.detach()
+        return loss, metrics
+
+    # -- sampling without a cache (self-forcing-lite unrolls during training, tests)
+
+    @torch.no_grad()
+    def generate_next(self, context_z, context_actions, next_action, steps: int = 1, ctx_sigma: float = 0.0,
+                      noise=None, sigmas: Sequence[float] | None = None):
+        """Sample the frame after `context_z` (B, T, C, h, w) (T may be 0) taken with `next_action` (B, A).
+
+        Context frames enter at noise level ctx_sigma (as clean input: no noise is added); the new frame is
+        denoised in `steps` Euler steps of x0 prediction from sigma_max. noise: optional (B, C, h, w)
+        starting noise. No grad: the result is meant as context in a training window (self-forcing-lite).
+        """
+        cfg = self.config
+        B, T = context_z.shape[:2]
+        sig = list(sigmas) if sigmas is not None else karras_sigmas(steps, cfg.sigma_max, cfg.sigma_min, cfg.rho)
+        if noise is None:
+            noise = torch.randn(B, *context_z.shape[2:], device=context_z.device)
+        x = (sig[0] * noise.float()).to(context_z.dtype)
+        acts = torch.cat([context_actions, next_action[:, None]], dim=1)
+        ctx_s = torch.full((B, T), ctx_sigma, device=context_z.device)
+        z0 = x
+        for i in range(len(sig) - 1):
+            s = torch.cat([ctx_s, torch.full((B, 1), sig[i], device=x.device)], dim=1)
+            z0 = self(torch.cat([context_z, x[:, None]], dim=1), s, acts)[0][:, -1]
+            x = z0 if sig[i + 1] == 0 else z0 + (sig[i + 1] / sig[i]) * (x - z0)  # Euler step of the PF-ODE
+        return z0
+
+    @torch.no_grad()
+    def predict_next(self, context_z, actions, steps: int = 1, ctx_sigma: float = 0.0):
+        """`generate_next` with the actions of the context and the new frame in one tensor (B, T+1, A)."""
+        return self.generate_next(context_z, actions[:, :-1], actions[:, -1], steps=steps, ctx_sigma=ctx_sigma)
+
+    @torch.no_grad()
+    def unroll(self, z, actions, n_real: int, n_gen: int | None = None, steps: int = 1):
+        """Self-forcing-lite: return a copy of z (B, T, ...) where frames n_real .. n_real+n_gen-1 are replaced,
+        one at a time, by the model's own samples conditioned on the (already replaced) frames before them.
+        Train on it with `loss(z_true, ..., loss_mask=frames >= n_real+n_gen)` or a context_mask."""
+        T = z.shape[1]
+        n_gen = T - n_real if n_gen is None else n_gen
+        out = z.clone()
+        for p in range(n_real, n_real + n_gen):
+            out[:, p] = self.generate_next(out[:, :p], actions[:, :p], actions[:, p], steps=steps).to(z.dtype)
+        return out

@@ -1,0 +1,300 @@
+"""Sampler: the real-time inference engine, B envs stepped as one batch with a ring-buffer KV cache.
+
+Per layer the cache holds the un-rotated keys and the values of the last K clean frames
+(shape (B, heads, K*P, head_dim)), written at a per-env pointer. A slot's age (1 = newest) follows
+from that pointer alone, so the temporal RoPE is applied at read time relative to the new
+frame (position 0, keys at -age): positions never grow, memory never grows, and envs reset at
+different times simply have different pointers and valid lengths (invalid slots are masked out
+of attention). Every step is fixed-shape device work with no host sync and no Python loop over
+envs, so it can be captured in a CUDA graph.
+
+Noise comes from a counter-based hash of (env seed, frame index, pass), not from a stateful
+generator: an env's frames depend only on its own seed and history, never on the batch, and
+the slow reference (`rollout_reference`) reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from .autoencoder import tensor_to_frames
+from .dynamics import apply_rope, rope_angles
+from .world_model import WorldModel
+
+CLEAN_PASS = 255  # noise stream of the clean (context-writing) pass; denoising pass i uses stream i
+_M32 = 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------- counter-based noise
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for x in [0, 2**32) without int64 overflow (split c into 16-bit halves)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (lowbias32 constants) on int64 tensors holding values in [0, 2**32)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hash_noise(seed: torch.Tensor, frame: torch.Tensor, stream: int, shape) -> torch.Tensor:
+    """Standard normal noise (N, *shape) float32, a pure function of (seed[n], frame[n], stream).
+
+    seed, frame: int64 (N,) on any device. Deterministic across devices up to float rounding of
+    log/cos, graph-capturable (no generator state), and independent of the batch it is drawn in.
+    """
+    n = math.prod(shape)
+    s = seed.long()
+    key = _mix32((s & _M32) ^ _mix32((s >> 32) & _M32))
+    key = _mix32(key ^ (frame.long() & _M32))
+    key = _mix32((key + stream * 0x9E3779B9) & _M32)
+    idx = torch.arange(2 * n, device=seed.device, dtype=torch.int64)
+    bits = _mix32((key[:, None] + idx * 0x9E3779B9) & _M32)
+    u = ((bits >> 8).float() + 0.5) * (1.0 / (1 << 24))  # uniform in (0, 1)
+    u1, u2 = u[:, :n], u[:, n:]
+    z = (-2.0 * u1.log()).sqrt() * torch.cos(2 * math.pi * u2)
+    return z.view(-1, *shape)
+
+
+# ---------------------------------------------------------------------------- the sampler
+
+
+class Sampler:
+    """Fixed-shape batched stepping of a `WorldModel` with a ring-buffer KV cache of the last K clean frames.
+
+    Args:
+        model: the WorldModel (moved to `device`/`dtype` in place and put in eval mode).
+        batch_size: number of envs B (fixed).
+        device, dtype: where/how to run (dtype None keeps the model's; bf16 on GPU is the fast path).
+        sampling_steps: denoising passes per frame (None: the model's `sampling_steps`).
+        context_noise: sigma of frames entering the context (None: the model's `context_noise`).
+        compile: torch.compile the step and capture it in a CUDA graph (CUDA only; ignored elsewhere).
+        cuda_graph: capture the (eager) step in a CUDA graph (CUDA only; ignored elsewhere).
+        seed: seeds the host generator that picks per-env seeds when `reset` is given none.
+    """
+
+    def __init__(self, model: WorldModel, batch_size: int, device=None, dtype: torch.dtype | None = None,
+                 sampling_steps: int | None = None, context_noise: float | None = None, compile: bool = False,
+                 cuda_graph: bool = False, seed: int = 0):
+        device = torch.device(device) if device is not None else model.device
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.device, self.dtype = device, self.model.dtype
+        cfg = model.config
+        d = cfg.dynamics
+        self.B, self.K, self.P, self.L = int(batch_size), d.context_frames, d.tokens_per_frame, d.n_layer
+        self.H, self.hd = d.n_head, d.head_dim
+        self.A = d.action_dim
+        self.latent_shape = (d.latent_channels, *d.latent_size)
+        self.frame_shape = (*cfg.ae.frame_size, 3)
+        self.context_length = self.K
+        self.sampling_steps = int(sampling_steps or cfg.sampling_steps)
+        self.sigmas = cfg.sigma_schedule(self.sampling_steps)
+        self.context_noise = float(cfg.context_noise if context_noise is None else context_noise)
+        self.generator = torch.Generator().manual_seed(seed)
+
+        B, K, P, L, H, hd, dev = self.B, self.K, self.P, self.L, self.H, self.hd, device
+        self.k_cache = torch.zeros(L, B, H, K * P, hd, device=dev, dtype=self.dtype)  # un-rotated keys
+        self.v_cache = torch.zeros(L, B, H, K * P, hd, device=dev, dtype=self.dtype)
+        self.ptr = torch.zeros(B, dtype=torch.int64, device=dev)  # slot the next clean frame is written to
+        self.valid = torch.zeros(B, dtype=torch.int64, device=dev)  # number of valid slots (<= K)
+        self.frame_idx = torch.zeros(B, dtype=torch.int64, device=dev)  # frames since reset (noise counter)
+        self.seeds = torch.zeros(B, dtype=torch.int64, device=dev)
+        self.last_latent = torch.zeros(B, *self.latent_shape, device=dev, dtype=self.dtype)
+        self._slots = torch.arange(K, device=dev)
+        self._sig = [torch.full((B,), s, device=dev) for s in self.sigmas]
+        self._sig_ctx = torch.full((B,), self.context_noise, device=dev)
+
+        use_cuda = dev.type == "cuda"
+        if (compile or cuda_graph) and not use_cuda:
+            warnings.warn("Sampler: compile/cuda_graph need a CUDA device; running eagerly", stacklevel=2)
+        self._impl = self._step_impl
+        if compile and use_cuda:
+            self._impl = torch.compile(self._step_impl, dynamic=False)
+        self._use_graph = bool((compile or cuda_graph) and use_cuda)
+        self._graph = None
+
+    # -- state
+
+    def _state(self) -> list[torch.Tensor]:
+        return [self.k_cache, self.v_cache, self.ptr, self.valid, self.frame_idx, self.seeds, self.last_latent]
+
+    def cache_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._state())
+
+    @torch.no_grad()
+    def reset(self, frames, actions, mask=None, seeds=None) -> None:
+        """Start envs from real context frames. Rows where mask is False keep their state untouched.
+
+        frames: uint8 (B, k, H, W, 3) with 1 <= k <= K (torch or numpy); actions: (B, k, A) float, the action
+        that led INTO each context frame; mask: (B,) bool (None: all); seeds: (B,) int (None: drawn from
+        the sampler's host generator). The context is encoded and run through one clean pass (fixed shapes,
+        all B rows; torch.where keeps the rows not reset).
+        """
+        B, K, dev = self.B, self.K, self.device
+        frames = torch.as_tensor(frames).to(dev)
+        actions = torch.as_tensor(actions).to(dev, self.dtype)
+        if frames.ndim != 5 or frames.shape[0] != B or tuple(frames.shape[2:]) != self.frame_shape:
+            raise ValueError(f"frames must be uint8 ({B}, k, {', '.join(map(str, self.frame_shape))}), got {tuple(frames.shape)}")
+        k = frames.shape[1]
+        if not 1 <= k <= K:
+            raise ValueError(f"need 1..{K} context frames, got {k}")
+        if tuple(actions.shape) != (B, k, self.A):
+            raise ValueError(f"actions must be ({B}, {k}, {self.A}), got {tuple(actions.shape)}")
+        mask = torch.ones(B, dtype=torch.bool, device=dev) if mask is None else torch.as_tensor(mask).to(dev, torch.bool)
+        if seeds is None:
+            seeds = torch.randint(0, 2**62, (B,), generator=self.generator)
+        seeds = torch.as_tensor(seeds).to(dev, torch.int64).reshape(B)
+
+        dyn = self.model.dynamics
+        z = self.model.encode_frames(frames)  # (B, k, C, h, w)
+        j = torch.arange(k, device=dev)
+        if self.context_noise > 0:
+            eps = hash_noise(seeds.repeat_interleave(k), j.repeat(B), CLEAN_PASS, self.latent_shape)
+            z = z + self.context_noise * eps.view(B, k, *self.latent_shape).to(z.dtype)
+        sigma = torch.full((B, k), self.context_noise, device=dev)
+        *_, kvs = dyn(z, sigma, actions, return_kv=True)
+        L, H, P, hd = self.L, self.H, self.P, self.hd
+        m = mask.view(1, B, 1, 1, 1)
+        for cache, part in ((self.k_cache, 0), (self.v_cache, 1)):
+            new = torch.zeros_like(cache)
+            new[:, :, :, : k * P] = torch.stack([kv[part] for kv in kvs])
+            cache.copy_(torch.where(m, new, cache))
+        self.ptr.copy_(torch.where(mask, k % K, self.ptr))
+        self.valid.copy_(torch.where(mask, k, self.valid))
+        self.frame_idx.copy_(torch.where(mask, k, self.frame_idx))
+        self.seeds.copy_(torch.where(mask, seeds, self.seeds))
+        self.last_latent.copy_(torch.where(mask.view(B, 1, 1, 1), z[:, -1], self.last_latent))
+
+    # -- step
+
+    def step(self, actions: torch.Tensor):
+        """actions (B, A) float -> (frames uint8 (B, H, W, 3), reward float32 (B,), terminated bool (B,)).
+
+        Returned tensors are fresh (never views of internal buffers)."""
+        actions = actions.to(self.device, self.dtype)
+        if not self._use_graph:
+            return self._impl(actions)
+        if self._graph is None:
+            self._capture()
+        self._static_actions.copy_(actions)
+        self._graph.replay()
+        return tuple(t.clone() for t in self._static_out)
+
+    def _capture(self) -> None:
+        saved = [t.clone() for t in self._state()]
+        self._static_actions = torch.zeros(self.B, self.A, device=self.device, dtype=self.dtype)
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):  # warm up (and compile) outside the graph
+                self._impl(self._static_actions)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._static_out = self._impl(self._static_actions)
+        for t, v in zip(self._state(), saved):  # undo the warm-up steps
+            t.copy_(v)
+        self._graph = graph
+
+    @torch.no_grad()
+    def _step_impl(self, actions: torch.Tensor):
+        dyn, d = self.model.dynamics, self.model.config.dynamics
+        B, K, P, L = self.B, self.K, self.P, self.L
+        # cached context: ages 1..K from the write pointer; rotate keys to position -age
+        ages = (self.ptr[:, None] - 1 - self._slots[None, :]) % K + 1  # (B, K)
+        ctx_valid = (ages <= self.valid[:, None]).repeat_interleave(P, dim=1)  # (B, K*P)
+        cos, sin = rope_angles(-ages.repeat_interleave(P, dim=1), d.rope_dim, d.rope_base)
+        cos, sin = cos[:, None], sin[:, None]  # (B, 1, K*P, r)
+        ctx = [(apply_rope(self.k_cache[l], cos, sin), self.v_cache[l]) for l in range(L)]
+
+        # denoise the new frame: Euler steps of x0 prediction from sigma_max
+        sig = self.sigmas
+        x = (sig[0] * hash_noise(self.seeds, self.frame_idx, 0, self.latent_shape)).to(self.dtype)
+        z0 = x
+        for i in range(len(sig) - 1):
+            z0 = dyn.forward_cached(x, self._sig[i], actions, ctx, ctx_valid)[0]
+            x = z0 if sig[i + 1] == 0 else z0 + (sig[i + 1] / sig[i]) * (x - z0)
+
+        # clean pass: the frame enters the context (its KV goes into the ring slot) and feeds the heads
+        clean = z0
+        if self.context_noise > 0:
+            eps = hash_noise(self.seeds, self.frame_idx, CLEAN_PASS, self.latent_shape)
+            clean = z0 + (self.context_noise * eps).to(self.dtype)
+        _, reward, term_logit, kvs = dyn.forward_cached(clean, self._sig_ctx, actions, ctx, ctx_valid)
+        idx = self.ptr.view(1, B, 1, 1, 1).expand(L, B, self.H, 1, P * self.hd)
+        for cache, part in ((self.k_cache, 0), (self.v_cache, 1)):
+            new = torch.stack([kv[part] for kv in kvs]).reshape(L, B, self.H, 1, P * self.hd)
+            cache.view(L, B, self.H, K, P * self.hd).scatter_(3, idx, new)
+        self.ptr.copy_((self.ptr + 1) % K)
+        self.valid.copy_((self.valid + 1).clamp_max(K))
+        self.frame_idx.add_(1)
+        self.last_latent.copy_(z0)
+
+        frames = tensor_to_frames(self.model.decode_latents(z0))
+        return frames, reward.float(), term_logit > 0
+
+
+# ---------------------------------------------------------------------------- slow reference
+
+
+@torch.no_grad()
+def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds, sampling_steps: int | None = None,
+                      context_noise: float | None = None) -> dict[str, torch.Tensor]:
+    """The sampler's semantics without a cache: every pass recomputes the whole history since reset with
+    the frame-causal sliding-window mask (window K), so each frame sees exactly what it saw in the cache.
+
+    frames uint8 (B, k, H, W, 3), context_actions (B, k, A), actions (B, N, A), seeds (B,) int.
+    Returns frames uint8 (B, N, H, W, 3), reward (B, N), terminated (B, N) bool, latents (B, N, C, h, w).
+    Cost grows with N^2: for tests and debugging only.
+    """
+    cfg = model.config
+    dyn = model.dynamics
+    dev, dt = model.device, model.dtype
+    steps = int(sampling_steps or cfg.sampling_steps)
+    sig = cfg.sigma_schedule(steps)
+    cn = float(cfg.context_noise if context_noise is None else context_noise)
+    frames = torch.as_tensor(frames).to(dev)
+    seeds = torch.as_tensor(seeds).to(dev, torch.int64)
+    hist_a = torch.as_tensor(context_actions).to(dev, dt)
+    actions = torch.as_tensor(actions).to(dev, dt)
+    B, k = frames.shape[:2]
+    shape = (cfg.dynamics.latent_channels, *cfg.dynamics.latent_size)
+
+    def ctx_input(z, j):  # clean frame j as it enters the context
+        if cn == 0:
+            return z
+        return z + (cn * hash_noise(seeds, torch.full((B,), j, device=dev), CLEAN_PASS, shape)).to(z.dtype)
+
+    z_ctx = model.encode_frames(frames)
+    hist = torch.stack([ctx_input(z_ctx[:, j], j) for j in range(k)], dim=1)
+    out_z, out_r, out_t = [], [], []
+    for n in range(actions.shape[1]):
+        fi = k + n
+        T = hist.shape[1]
+        acts = torch.cat([hist_a, actions[:, n : n + 1]], dim=1)
+        s_ctx = torch.full((B, T), cn, device=dev)
+        x = (sig[0] * hash_noise(seeds, torch.full((B,), fi, device=dev), 0, shape)).to(dt)
+        z0 = x
+        for i in range(len(sig) - 1):
+            s = torch.cat([s_ctx, torch.full((B, 1), sig[i], device=dev)], dim=1)
+            z0 = dyn(torch.cat([hist, x[:, None]], dim=1), s, acts)[0][:, -1]
+            x = z0 if sig[i + 1] == 0 else z0 + (sig[i + 1] / sig[i]) * (x - z0)
+        clean = ctx_input(z0, fi)
+        s = torch.cat([s_ctx, torch.full((B, 1), cn, device=dev)], dim=1)
+        _, r, t = dyn(torch.cat([hist, clean[:, None]], dim=1), s, acts)
+        hist = torch.cat([hist, clean[:, None]], dim=1)
+        hist_a = acts
+        out_z.append(z0)
+        out_r.append(r[:, -1])
+        out_t.append(t[:, -1] > 0)
+    z = torch.stack(out_z, dim=1)
+    return {"frames": tensor_to_frames(model.decode_latents(z)), "reward": torch.stack(out_r, 1).float(),
+            "terminated": torch.stack(out_t, 1), "latents": z}

@@ -1,0 +1,356 @@
+"""WorldModel: the autoencoder + the dynamics + latent normalisation, and its on-disk format.
+
+Weights are stored as `config.json` (the full config, `"format": "odyssey-gym-weights"`,
+`model_version`, the world, the shard list) plus `model-0000i-of-0000N.safetensors` shards of at
+most `max_shard_bytes` each. Loading refuses other model versions and any config/weights mismatch
+with an error naming the offending file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .autoencoder import AutoencoderConfig, FrameAutoencoder, frames_to_tensor
+from .dynamics import Dynamics, DynamicsConfig, karras_sigmas
+
+MODEL_VERSION = 1  # bump when a change makes old weights load wrongly
+WEIGHTS_FORMAT = "odyssey-gym-weights"
+CONFIG_NAME = "config.json"
+MAX_SHARD_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class WorldModelConfig:
+    world: str = "doom-explore"
+    ae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    latent_mean: list[float] | None = None  # per latent channel (None: 0); set by the trainer after the AE phase
+    latent_std: list[float] | None = None  # per latent channel (None: 1)
+    sampling_steps: int = 2  # denoising passes per generated frame
+    context_noise: float = 0.0  # sigma at which generated frames enter the context at inference
+    model_version: int = MODEL_VERSION
+
+    def __post_init__(self):
+        if isinstance(self.ae, dict):
+            self.ae = AutoencoderConfig(**self.ae)
+        if isinstance(self.dynamics, dict):
+            self.dynamics = DynamicsConfig(**self.dynamics)
+        a, d = self.ae, self.dynamics
+        if d.latent_channels != a.latent_channels or tuple(d.latent_size) != a.latent_size:
+            raise ValueError(
+                f"dynamics latent ({d.latent_channels}, {d.latent_size}) does not match the autoencoder's "
+                f"({a.latent_channels}, {a.latent_size})"
+            )
+        for name in ("latent_mean", "latent_std"):
+            v = getattr(self, name)
+            if v is not None and len(v) != a.latent_channels:
+                raise ValueError(f"{name} has {len(v)} entries, expected latent_channels={a.latent_channels}")
+
+    # -- handy views
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.ae.frame_size
+
+    @property
+    def action_dim(self) -> int:
+        return self.dynamics.action_dim
+
+    @property
+    def context_frames(self) -> int:
+        return self.dynamics.context_frames
+
+    def sigma_schedule(self, steps: int | None = None) -> list[float]:
+        """Noise levels of the few-step sampler: `steps` values then 0."""
+        d = self.dynamics
+        return karras_sigmas(steps or self.sampling_steps, d.sigma_max, d.sigma_min, d.rho)
+
+    # -- dict / YAML
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return json.loads(json.dumps(d))  # tuples -> lists, plain JSON types
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WorldModelConfig":
+        """From `to_dict()` output or a YAML `model:` section. Extra conveniences: `preset` ("tiny"/"base")
+        with `frame_size`/`action_dim`; sections `ae`/`dynamics` may be partial (latent shape is derived).
+        Keys written by `save_pretrained` (`format`, `weights`) are ignored."""
+        d = {k: v for k, v in d.items() if k not in ("format", "weights")}
+        preset = d.pop("preset", None)
+        if preset is not None or "ae" not in d or "dynamics" not in d:
+            return cls.preset(preset or "base", **d)
+        frame_size = d.pop("frame_size", None)
+        action_dim = d.pop("action_dim", None)
+        ae, dyn = dict(d.pop("ae")), dict(d.pop("dynamics"))
+        if frame_size is not None:
+            ae["frame_size"] = tuple(frame_size)
+        if action_dim is not None:
+            dyn["action_dim"] = int(action_dim)
+        return cls._build(ae, dyn, d)
+
+    @classmethod
+    def _build(cls, ae: dict, dyn: dict, top: dict) -> "WorldModelConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = set(top) - fields
+        if bad:
+            raise ValueError(f"unknown WorldModelConfig keys {sorted(bad)}; known: {sorted(fields)}")
+        _check_keys(ae, AutoencoderConfig, "ae")
+        _check_keys(dyn, DynamicsConfig, "dynamics")
+        aec = AutoencoderConfig(**ae)
+        dyn.setdefault("latent_channels", aec.latent_channels)
+        dyn.setdefault("latent_size", aec.latent_size)
+        return cls(ae=aec, dynamics=DynamicsConfig(**dyn), **top)
+
+    # -- presets
+    @classmethod
+    def preset(cls, name: str, **kw) -> "WorldModelConfig":
+        if name not in ("tiny", "base"):
+            raise ValueError(f"unknown preset {name!r}; known: 'tiny', 'base'")
+        return getattr(cls, name)(**kw)
+
+    @classmethod
+    def tiny(cls, frame_size=(120, 160), action_dim: int = 6, world: str = "doom-explore", **overrides):
+        """A model that trains in seconds on CPU (tests, smoke runs)."""
+        ae = dict(frame_size=tuple(frame_size), latent_channels=4, downsample=8, base_channels=8,
+                  channel_mult=(1, 1, 2, 2), num_res_blocks=1)
+        dyn = dict(n_layer=2, n_head=4, n_embd=64, action_dim=int(action_dim), context_frames=4, max_frames=6)
+        return cls._with_overrides(ae, dyn, dict(world=world, sampling_steps=1), overrides)
+
+    @classmethod
+    def base(cls, frame_size=(120, 160), action_dim: int = 6, world: str = "doom-explore", **overrides):
+        """The GPU model (<= ~25M params so bf16 weights stay well under 64 MiB).
+
+        120x160: AE 8x -> 16x20x16 latent, patch 2 -> 80 tokens/frame. 64x64: AE 4x -> 16x16x8, patch 2 -> 64.
+        """
+        H, W = frame_size
+        if min(H, W) <= 64:
+            ae = dict(frame_size=(H, W), latent_channels=8, downsample=4, base_channels=32, channel_mult=(1, 2, 4),
+                      num_res_blocks=1)
+        else:
+            ae = dict(frame_size=(H, W), latent_channels=16, downsample=8, base_channels=32, channel_mult=(1, 2, 4, 4),
+                      num_res_blocks=1)
+        dyn = dict(n_layer=11, n_head=6, n_embd=384, action_dim=int(action_dim), context_frames=16, max_frames=20)
+        aec = AutoencoderConfig(**ae)
+        h, w = aec.latent_size
+        dyn["patch_size"] = 2 if (h % 2 == 0 and w % 2 == 0 and h * w > 96) else 1
+        return cls._with_overrides(ae, dyn, dict(world=world, sampling_steps=2), overrides)
+
+    @classmethod
+    def _with_overrides(cls, ae: dict, dyn: dict, top: dict, overrides: dict) -> "WorldModelConfig":
+        overrides = dict(overrides)
+        ae.update(overrides.pop("ae", None) or {})
+        dyn.update(overrides.pop("dynamics", None) or {})
+        if "frame_size" in overrides:
+            ae["frame_size"] = tuple(overrides.pop("frame_size"))
+        if "action_dim" in overrides:
+            dyn["action_dim"] = int(overrides.pop("action_dim"))
+        top.update(overrides)
+        return cls._build(ae, dyn, top)
+
+
+def _check_keys(d: dict, klass, section: str):
+    known = {f.name for f in dataclasses.fields(klass)}
+    bad = set(d) - known
+    if bad:
+        raise ValueError(f"unknown {section} config keys {sorted(bad)}; known: {sorted(known)}")
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+class WorldModel(nn.Module):
+    """Frame autoencoder + dynamics. The dynamics sees latents normalised per channel by (mean, std)."""
+
+    def __init__(self, config: WorldModelConfig):
+        super().__init__()
+        self.config = config
+        self.ae = FrameAutoencoder(config.ae)
+        self.dynamics = Dynamics(config.dynamics)
+        C = config.ae.latent_channels
+        self.register_buffer("latent_mean", torch.zeros(C, 1, 1), persistent=False)
+        self.register_buffer("latent_std", torch.ones(C, 1, 1), persistent=False)
+        self.pretrained_dir: Path | None = None
+        if config.latent_mean is not None or config.latent_std is not None:
+            self.set_latent_stats(config.latent_mean or [0.0] * C, config.latent_std or [1.0] * C)
+
+    def set_latent_stats(self, mean, std) -> None:
+        """Set the per-channel latent mean/std (config and buffers stay in sync)."""
+        mean = [float(x) for x in torch.as_tensor(mean).flatten().tolist()]
+        std = [float(x) for x in torch.as_tensor(std).flatten().tolist()]
+        C = self.config.ae.latent_channels
+        if len(mean) != C or len(std) != C:
+            raise ValueError(f"latent stats need {C} entries each, got {len(mean)} and {len(std)}")
+        self.config.latent_mean, self.config.latent_std = mean, std
+        self.latent_mean.copy_(torch.tensor(mean).view(C, 1, 1))
+        self.latent_std.copy_(torch.tensor(std).view(C, 1, 1))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_params(self) -> dict[str, int]:
+        n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        return {"ae": n(self.ae), "encoder": n(self.ae.encoder), "decoder": n(self.ae.decoder),
+                "dynamics": n(self.dynamics), "total": n(self)}
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., H, W, 3) or float (..., 3, H, W) in [-1, 1] -> normalised latents (..., C, h, w)."""
+        x = frames_to_tensor(frames) if frames.dtype == torch.uint8 else frames
+        lead = x.shape[:-3]
+        z = self.ae.encode(x.reshape(-1, *x.shape[-3:]).to(self.dtype))
+        z = (z - self.latent_mean) / self.latent_std
+        return z.reshape(*lead, *z.shape[1:])
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (..., C, h, w) -> float (..., 3, H, W) in about [-1, 1]."""
+        lead = z.shape[:-3]
+        z = z.reshape(-1, *z.shape[-3:]).to(self.dtype) * self.latent_std + self.latent_mean
+        x = self.ae.decode(z)
+        return x.reshape(*lead, *x.shape[1:])
+
+    # -- save / load
+
+    def save_pretrained(self, directory, dtype: torch.dtype | None = torch.bfloat16,
+                        max_shard_bytes: int = MAX_SHARD_BYTES) -> list[Path]:
+        """Write config.json + safetensors shards (<= max_shard_bytes each; a single tensor larger than
+        that gets a shard of its own). Every file is written to a temp name and renamed into place, the
+        shards first and config.json last (it lists them), then stale shards of older saves are removed.
+        dtype: cast floating tensors (default bf16; None keeps the model's). Returns the written paths."""
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for k, v in self.state_dict().items():
+            v = v.detach()
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            tensors[k] = v.contiguous().cpu()
+        budget = max_shard_bytes - 64 * 1024  # leave room for the safetensors JSON header
+        groups: list[list[str]] = [[]]
+        size = 0
+        for k, v in tensors.items():
+            nbytes = v.numel() * v.element_size()
+            if groups[-1] and size + nbytes > budget:
+                groups.append([])
+                size = 0
+            groups[-1].append(k)
+            size += nbytes
+        n = len(groups)
+        names = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        meta = {"format": "pt", "odyssey_format": WEIGHTS_FORMAT, "model_version": str(MODEL_VERSION)}
+        written = []
+        for name, keys in zip(names, groups):
+            tmp = out / f".{name}.tmp-{os.getpid()}"
+            save_file({k: tensors[k] for k in keys}, str(tmp), metadata=meta)
+            os.replace(tmp, out / name)
+            written.append(out / name)
+        cfg = {"format": WEIGHTS_FORMAT, **self.config.to_dict()}
+        cfg["model_version"] = MODEL_VERSION
+        any_float = next((v.dtype for v in tensors.values() if v.is_floating_point()), None)
+        cfg["weights"] = {"dtype": str(any_float).removeprefix("torch."), "shards": names,
+                          "num_params": sum(v.numel() for v in tensors.values())}
+        tmp = out / f".{CONFIG_NAME}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+        os.replace(tmp, out / CONFIG_NAME)
+        written.append(out / CONFIG_NAME)
+        for stale in out.glob("model-*-of-*.safetensors"):
+            if stale.name not in names:
+                stale.unlink()
+        return written
+
+    @classmethod
+    def from_pretrained(cls, directory, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None) -> "WorldModel":
+        """Load a directory written by `save_pretrained`. dtype None: float32."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        root = Path(directory)
+        cfg_path = root / CONFIG_NAME
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path}: no {CONFIG_NAME} (not a directory written by WorldModel.save_pretrained)")
+        try:
+            d = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
+        if d.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"{cfg_path}: format is {d.get('format')!r}, expected {WEIGHTS_FORMAT!r}")
+        if d.get("model_version") != MODEL_VERSION:
+            raise ValueError(
+                f"{cfg_path}: weights have model_version {d.get('model_version')!r} but this odyssey_gym reads "
+                f"model_version {MODEL_VERSION}; use the odyssey_gym release they were trained with or retrain"
+            )
+        shards = (d.get("weights") or {}).get("shards")
+        if not shards:
+            raise ValueError(f"{cfg_path}: no 'weights.shards' list")
+        try:
+            config = WorldModelConfig.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{cfg_path}: bad model config: {e}") from None
+
+        state, where = {}, {}
+        for name in shards:
+            f = root / name
+            if not f.is_file():
+                raise FileNotFoundError(f"{f}: weight shard listed in {cfg_path.name} is missing")
+            try:
+                part = load_file(str(f), device="cpu")
+            except (SafetensorError, OSError) as e:
+                raise ValueError(f"{f}: cannot read safetensors shard ({e})") from None
+            for k, v in part.items():
+                if k in state:
+                    raise ValueError(f"{f}: tensor {k!r} also appears in {where[k]}")
+                state[k], where[k] = v, name
+        model = cls(config)
+        expected = model.state_dict()
+        missing = [k for k in expected if k not in state]
+        if missing:
+            raise ValueError(f"{root}: shards {shards} lack {len(missing)} tensors the model in {cfg_path.name} needs, "
+                             f"e.g. {missing[:3]} (config and weights do not match)")
+        for k, v in state.items():
+            if k not in expected:
+                raise ValueError(f"{root / where[k]}: unexpected tensor {k!r} for the model in {cfg_path.name} "
+                                 f"(config and weights do not match)")
+            if tuple(v.shape) != tuple(expected[k].shape):
+                raise ValueError(f"{root / where[k]}: tensor {k!r} has shape {tuple(v.shape)} but the model in "
+                                 f"{cfg_path.name} expects {tuple(expected[k].shape)} (config and weights do not match)")
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+        model.to(device=device, dtype=dtype or torch.float32)
+        model.pretrained_dir = root
+        return model.eval()
+
+
+def estimate_flops_per_frame(config: WorldModelConfig, sampling_steps: int | None = None) -> dict[str, float]:
+    """Analytic FLOPs (2 per multiply-add) of one generated frame at steady state in the cached sampler:
+    `sampling_steps` denoising passes + 1 clean pass of one frame's P tokens against K cached frames,
+    plus one AE decode (counted with torch's FLOP counter on a meta-free CPU run)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    d = config.dynamics
+    P, D, K, L = d.tokens_per_frame, d.n_embd, d.context_frames, d.n_layer
+    hidden = int(D * d.mlp_ratio)
+    per_layer = 2 * P * (3 * D * D + D * D + 2 * D * hidden) + 2 * 2 * P * (K + 1) * P * D
+    io = 2 * P * D * d.latent_channels * d.patch_size**2 * 2 + 2 * (D * 6 * D)
+    per_pass = L * per_layer + io
+    steps = sampling_steps or config.sampling_steps
+    dec = FrameAutoencoder(config.ae).decoder
+    h, w = config.ae.latent_size
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        dec(torch.zeros(1, config.ae.latent_channels, h, w))
+    decode = float(fc.get_total_flops())
+    total = (steps + 1) * per_pass + decode
+    return {"per_pass": float(per_pass), "passes": steps + 1, "decode": decode, "total": float(total),
+            "gflops": total / 1e9}
