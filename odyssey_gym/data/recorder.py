@@ -53,7 +53,7 @@ class WorkerConfig:
     record: bool = True  # False: step the engine and policy only (benchmark baseline)
 
 
-def worker_main(cfg: WorkerConfig, out_q, stop_event) -> None:
+def worker_main(cfg: WorkerConfig, out_q, stop_event, go_event=None) -> None:
     """Record episodes until the step budget is spent or stop_event is set; send them to out_q."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     env = None
@@ -71,8 +71,13 @@ def worker_main(cfg: WorkerConfig, out_q, stop_event) -> None:
             executor = ThreadPoolExecutor(1)
         steps_done = 0
         reported = 0
-        last_report = time.monotonic()
         ep_index = 0
+        env.reset(seed=0)  # engine fully started before we say ready
+        out_q.put(("ready", cfg.worker, None))
+        while go_event is not None and not go_event.wait(0.1):  # all engines start stepping together
+            if stop_event.is_set():
+                break
+        last_report = time.monotonic()
         while steps_done < cfg.steps and not stop_event.is_set():
             seed = episode_seed(cfg.seed, cfg.run, cfg.worker, ep_index)
             obs, _ = env.reset(seed=seed)
@@ -121,7 +126,8 @@ class CollectResult:
     frames: int = 0  # frames written this run (steps + one first frame per episode)
     episodes: int = 0
     bytes: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time, worker start-up included
+    seconds_running: float = 0.0  # from the moment every engine was up (the steady-state rate)
     interrupted: bool = False
     error: str | None = None
     total_episodes: int = 0
@@ -131,6 +137,10 @@ class CollectResult:
     @property
     def frames_per_s(self) -> float:
         return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def frames_per_s_running(self) -> float:
+        return self.steps / self.seconds_running if self.seconds_running > 0 else 0.0
 
     @property
     def bytes_per_frame(self) -> float:
@@ -147,10 +157,11 @@ def _start_workers(cfgs, start_method):
     ctx = mp.get_context(start_method)
     q = ctx.Queue(maxsize=256)
     stop = ctx.Event()
-    procs = [ctx.Process(target=worker_main, args=(c, q, stop), name=f"odyssey-collect-{c.worker}", daemon=True) for c in cfgs]
+    go = ctx.Event()
+    procs = [ctx.Process(target=worker_main, args=(c, q, stop, go), name=f"odyssey-collect-{c.worker}", daemon=True) for c in cfgs]
     for p in procs:
         p.start()
-    return q, stop, procs
+    return q, stop, go, procs
 
 
 def _stop_workers(procs, stop, q, on_message, grace_s: float = 20.0) -> None:
@@ -200,8 +211,10 @@ def collect(world, out, steps: int, workers: int = 1, seed: int = 0, policy: str
 
             bar = tqdm(total=steps, unit="frame", unit_scale=True, desc=f"collect {spec.name}", file=sys.stderr, dynamic_ncols=True)
         t0 = time.monotonic()
-        q, stop, procs = _start_workers(cfgs, start_method)
+        q, stop, go, procs = _start_workers(cfgs, start_method)
         finished: set[int] = set()
+        ready: set[int] = set()
+        t_ready = [None]
         worker_errors: list[str] = []
         write_error: list[OSError] = []
 
@@ -222,6 +235,11 @@ def collect(world, out, steps: int, workers: int = 1, seed: int = 0, policy: str
                 res.steps += payload.length
                 res.frames += payload.length + 1
                 res.bytes += payload.nbytes
+            elif kind == "ready":
+                ready.add(w)
+                if len(ready) == len(procs):
+                    t_ready[0] = time.monotonic()
+                    go.set()
             elif kind == "done":
                 finished.add(w)
             elif kind == "error":
@@ -260,6 +278,7 @@ def collect(world, out, steps: int, workers: int = 1, seed: int = 0, policy: str
             if bar is not None:
                 bar.close()
         res.seconds = time.monotonic() - t0
+        res.seconds_running = time.monotonic() - (t_ready[0] or t0)
         if write_error:
             e = write_error[0]
             res.error = f"write error, dataset kept consistent at its last good episode: {e}"
@@ -283,19 +302,27 @@ def engine_only(world, steps: int, workers: int = 1, seed: int = 0, policy: str 
                 start_method: str = "spawn") -> dict:
     """Step the engine with `workers` processes and a policy, recording nothing (the speed baseline).
 
-    Returns {"steps", "seconds", "steps_per_s"}; time runs from worker start to the last worker done,
-    the same span `collect` measures."""
+    Returns {"steps", "seconds", "steps_per_s"}; time runs from the moment every engine is up to the
+    last worker done, the same span as `CollectResult.seconds_running`."""
     spec = get_world(world)
     cfgs = [WorkerConfig(spec.name, w, b, seed, 0, policy, record=False) for w, b in enumerate(worker_budgets(steps, workers))]
     t0 = time.monotonic()
-    q, stop, procs = _start_workers(cfgs, start_method)
-    done, total, errors = set(), 0, []
+    q, stop, go, procs = _start_workers(cfgs, start_method)
+    done, ready, total, errors = set(), set(), 0, []
     while len(done) < len(procs):
         try:
-            kind, w, payload = q.get(timeout=60)
+            kind, w, payload = q.get(timeout=1.0)
         except queue_mod.Empty:
-            break
-        if kind == "done":
+            if not any(p.is_alive() for p in procs):
+                errors.append(f"workers exited without finishing (exit codes {[p.exitcode for p in procs]})")
+                break
+            continue
+        if kind == "ready":
+            ready.add(w)
+            if len(ready) == len(procs):
+                t0 = time.monotonic()
+                go.set()
+        elif kind == "done":
             done.add(w)
             total += payload
         elif kind == "error":
