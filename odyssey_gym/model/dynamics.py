@@ -90,7 +90,7 @@ def karras_sigmas(steps: int, sigma_max: float, sigma_min: float, rho: float) ->
         raise ValueError(f"sampling steps must be >= 1, got {steps}")
     a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     s = [(a + i / steps * (b - a)) ** rho for i in range(steps + 1)]
-    s[-1] = 0.0
+    s[0], s[-1] = float(sigma_max), 0.0
     return s
 
 
