@@ -224,8 +224,8 @@ class WorldModel(nn.Module):
 
     def save_pretrained(self, directory, dtype: torch.dtype | None = torch.bfloat16,
                         max_shard_bytes: int = MAX_SHARD_BYTES) -> list[Path]:
-        """Write config.json + safetensors shards (<= max_shard_bytes each; a single tensor larger than
-        that gets a shard of its own). Every file is written to a temp name and renamed into place, the
+        """Write config.json + safetensors shards (<= max_shard_bytes each; a tensor that cannot fit raises
+        ValueError before anything is written). Every file is written to a temp name and renamed into place, the
         shards first and config.json last (it lists them), then stale shards of older saves are removed.
         dtype: cast floating tensors (default bf16; None keeps the model's). Returns the written paths."""
         from safetensors.torch import save_file
@@ -238,16 +238,21 @@ class WorldModel(nn.Module):
             if dtype is not None and v.is_floating_point():
                 v = v.to(dtype)
             tensors[k] = v.contiguous().cpu()
-        budget = max_shard_bytes - 64 * 1024  # leave room for the safetensors JSON header
+        # a shard's size = 8-byte length + JSON header (~100 bytes per tensor + metadata) + tensor bytes
+        cost = {k: v.numel() * v.element_size() + len(k) + 128 for k, v in tensors.items()}
+        budget = max_shard_bytes - 512
+        too_big = [k for k, c in cost.items() if c > budget]
+        if too_big:
+            raise ValueError(f"tensor {too_big[0]!r} ({tensors[too_big[0]].numel() * tensors[too_big[0]].element_size()} "
+                             f"bytes) cannot fit a shard of max_shard_bytes={max_shard_bytes}")
         groups: list[list[str]] = [[]]
         size = 0
-        for k, v in tensors.items():
-            nbytes = v.numel() * v.element_size()
-            if groups[-1] and size + nbytes > budget:
+        for k in tensors:
+            if groups[-1] and size + cost[k] > budget:
                 groups.append([])
                 size = 0
             groups[-1].append(k)
-            size += nbytes
+            size += cost[k]
         n = len(groups)
         names = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         meta = {"format": "pt", "odyssey_format": WEIGHTS_FORMAT, "model_version": str(MODEL_VERSION)}
