@@ -24,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
     from .dataset import DEFAULT_CHUNK_FRAMES, DEFAULT_LEVEL, DatasetError
     from .recorder import collect
 
+    import signal
+
+    # Ctrl-C must reach us even when started with SIGINT ignored (e.g. from a background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         res = collect(
             args.world, args.out, steps=args.steps, workers=args.workers, seed=args.seed, policy=args.policy,

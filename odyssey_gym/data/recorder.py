@@ -53,9 +53,30 @@ class WorkerConfig:
     record: bool = True  # False: step the engine and policy only (benchmark baseline)
 
 
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+class _ParentGone(Exception):
+    pass
+
+
+def _put(q, msg, parent: int) -> None:
+    """q.put that gives up when the parent process has died (a full queue nobody reads would block forever)."""
+    while True:
+        try:
+            q.put(msg, timeout=1.0)
+            return
+        except queue_mod.Full:
+            if os.getppid() != parent:
+                raise _ParentGone from None
+
+
 def worker_main(cfg: WorkerConfig, out_q, stop_event, go_event=None) -> None:
     """Record episodes until the step budget is spent or stop_event is set; send them to out_q."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, _raise_exit)  # terminate() still closes the engine (its process ignores SIGTERM)
+    parent = os.getppid()
     env = None
     executor = None
     try:
@@ -73,10 +94,12 @@ def worker_main(cfg: WorkerConfig, out_q, stop_event, go_event=None) -> None:
         reported = 0
         ep_index = 0
         env.reset(seed=0)  # engine fully started before we say ready
-        out_q.put(("ready", cfg.worker, None))
+        _put(out_q, ("ready", cfg.worker, None), parent)
         while go_event is not None and not go_event.wait(0.1):  # all engines start stepping together
             if stop_event.is_set():
                 break
+            if os.getppid() != parent:
+                raise _ParentGone
         last_report = time.monotonic()
         while steps_done < cfg.steps and not stop_event.is_set():
             seed = episode_seed(cfg.seed, cfg.run, cfg.worker, ep_index)
@@ -101,17 +124,24 @@ def worker_main(cfg: WorkerConfig, out_q, stop_event, go_event=None) -> None:
                     enc.add(obs, np.asarray(action, dtype=spec.action_dtype), float(reward), bool(terminated), bool(truncated))
                 now = time.monotonic()
                 if now - last_report >= PROGRESS_EVERY_S:
-                    out_q.put(("progress", cfg.worker, steps_done - reported))
+                    if os.getppid() != parent:  # the parent was killed: nobody will read what we record
+                        raise _ParentGone
+                    _put(out_q, ("progress", cfg.worker, steps_done - reported), parent)
                     reported, last_report = steps_done, now
             if enc is not None:
-                out_q.put(("episode", cfg.worker, enc.finish(seed=seed, worker=cfg.worker, meta={"run": cfg.run})))
+                _put(out_q, ("episode", cfg.worker, enc.finish(seed=seed, worker=cfg.worker, meta={"run": cfg.run})), parent)
             elif not cfg.record and done:
-                out_q.put(("episode", cfg.worker, None))
+                _put(out_q, ("episode", cfg.worker, None), parent)
             ep_index += 1
-        out_q.put(("progress", cfg.worker, steps_done - reported))
-        out_q.put(("done", cfg.worker, steps_done))
+        _put(out_q, ("progress", cfg.worker, steps_done - reported), parent)
+        _put(out_q, ("done", cfg.worker, steps_done), parent)
+    except _ParentGone:
+        out_q.cancel_join_thread()  # nobody will read the rest: exit without flushing
     except BaseException:
-        out_q.put(("error", cfg.worker, traceback.format_exc()))
+        try:
+            _put(out_q, ("error", cfg.worker, traceback.format_exc()), parent)
+        except _ParentGone:
+            pass
     finally:
         if executor is not None:
             executor.shutdown(wait=False)
