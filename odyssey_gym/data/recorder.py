@@ -18,6 +18,7 @@ import os
 import queue as queue_mod
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -241,6 +242,17 @@ def collect(world, out, steps: int, workers: int = 1, seed: int = 0, policy: str
 
             bar = tqdm(total=steps, unit="frame", unit_scale=True, desc=f"collect {spec.name}", file=sys.stderr, dynamic_ncols=True)
         t0 = time.monotonic()
+        # Ctrl-C only sets a flag: a KeyboardInterrupt inside Queue.get would corrupt the pipe mid-message
+        sigints = [0]
+        old_handler = None
+
+        def on_sigint(signum, frame):
+            sigints[0] += 1
+            if sigints[0] >= 2:
+                raise KeyboardInterrupt
+
+        if threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGINT, on_sigint)
         q, stop, go, procs = _start_workers(cfgs, start_method)
         finished: set[int] = set()
         ready: set[int] = set()
@@ -277,7 +289,7 @@ def collect(world, out, steps: int, workers: int = 1, seed: int = 0, policy: str
                 worker_errors.append(f"worker {w}:\n{payload}")
 
         try:
-            while len(finished) < len(procs) and not write_error and not worker_errors:
+            while len(finished) < len(procs) and not write_error and not worker_errors and not sigints[0]:
                 try:
                     on_message(q.get(timeout=0.2))
                 except queue_mod.Empty:
@@ -293,18 +305,21 @@ def collect(world, out, steps: int, workers: int = 1, seed: int = 0, policy: str
                             if not p.is_alive() and c.worker not in finished:
                                 worker_errors.append(f"worker {c.worker} died (exit code {p.exitcode})")
                                 finished.add(c.worker)
+            if sigints[0]:
+                res.interrupted = True
+                print("interrupted: stopping workers, writing finished episodes (Ctrl-C again to abort)", file=sys.stderr)
             _stop_workers(procs, stop, q, on_message)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C: abort now, keep what is written
             res.interrupted = True
-            if bar is not None:
-                bar.write("interrupted: stopping workers, writing finished episodes (Ctrl-C again to abort)")
-            try:
-                _stop_workers(procs, stop, q, on_message)
-            except KeyboardInterrupt:
-                for p in procs:
-                    if p.is_alive():
-                        p.terminate()
+            stop.set()
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in procs:
+                p.join(timeout=5)
         finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
             if bar is not None:
                 bar.close()
         res.seconds = time.monotonic() - t0
