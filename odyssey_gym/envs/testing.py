@@ -32,8 +32,14 @@ def synthetic_start_bank(world: str | WorldSpec, n: int, context_length: int, se
     return frames, actions
 
 
-def make_tiny_weights(world: str | WorldSpec, out_dir: str | Path, n_starts: int = 4, seed: int = 0):
-    """Build `WorldModelConfig.tiny` with random init, save it to `out_dir` with a start bank; returns the dir."""
+def make_tiny_weights(world: str | WorldSpec, out_dir: str | Path, n_starts: int = 4, seed: int = 0,
+                      never_terminate: bool = True):
+    """Build `WorldModelConfig.tiny` with random init, save it to `out_dir` with a start bank; returns the dir.
+
+    never_terminate: zero the termination head's logit row and give it a large negative bias, so
+    episodes end only by truncation (a random head would end them at random; tests force terminations
+    explicitly where they need them).
+    """
     import torch
 
     from odyssey_gym.model import WorldModel, WorldModelConfig
@@ -42,10 +48,15 @@ def make_tiny_weights(world: str | WorldSpec, out_dir: str | Path, n_starts: int
     torch.manual_seed(seed)
     cfg = WorldModelConfig.tiny(spec.frame_size, spec.action_dim, spec.name)
     model = WorldModel(cfg)
+    if never_terminate:
+        head = model.dynamics.heads[-1]
+        with torch.no_grad():
+            head.weight[1].zero_()
+            head.bias[1] = -30.0
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    K = int(getattr(cfg, "context_length", None) or 4)
+    K = int(getattr(cfg, "context_frames", None) or getattr(cfg, "context_length", None) or 4)
     frames, actions = synthetic_start_bank(spec, n_starts, K, seed=seed)
     _save_bank(out, frames, actions)
     return out

@@ -244,12 +244,15 @@ class WorldModelVectorEnv(VectorEnv):
             skw["sampling_steps"] = int(sampling_steps)
         if compile:
             if self.device.type != "cuda":
-                raise ValueError("compile=True (torch.compile / CUDA graphs) needs a CUDA device")
-            skw["compile"] = True
+                raise ValueError("compile (torch.compile / CUDA graphs) needs a CUDA device")
+            # True: torch.compile + CUDA graph; "graph": capture the eager step in a CUDA graph only
+            skw["cuda_graph" if compile == "graph" else "compile"] = True
         self.sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, **skw)
         self._sampler_reset_seeds = _accepts(self.sampler.reset, "seeds")
         self.context_length = int(
             getattr(self.sampler, "context_length", None)
+            or getattr(self.sampler, "context_frames", None)
+            or getattr(getattr(self.model, "config", None), "context_frames", None)
             or getattr(getattr(self.model, "config", None), "context_length", None)
             or (bank_frames.shape[1] if bank_frames is not None else 1)
         )
@@ -286,6 +289,13 @@ class WorldModelVectorEnv(VectorEnv):
         self._seeded = False
         self._has_reset = False
         self._pinned = self.device.type == "cuda"
+        # torch backend on CUDA: "did any env finish?" is copied to pinned host memory asynchronously at the
+        # end of each step and read at the next only if the copy has already landed (event.query() never
+        # blocks); when it has not, the masked reset just runs (correct either way, only slower).
+        if self.device.type == "cuda":
+            self._done_host = torch.zeros(1, dtype=torch.bool, pin_memory=True)
+            self._done_evt = torch.cuda.Event()
+            self._done_evt_valid = False
 
     # ------------------------------------------------------------------ public extras
     @property
@@ -491,6 +501,9 @@ class WorldModelVectorEnv(VectorEnv):
         term = term.bool()
         # NaN check: the sampler may expose its own per-env flag; reward is float anyway
         bad = ~torch.isfinite(reward)
+        latent = getattr(self.sampler, "last_latent", None)  # the new frame's latent, before uint8 quantization
+        if isinstance(latent, torch.Tensor):
+            bad = bad | ~torch.isfinite(latent).flatten(1).all(1)
         sflag = getattr(self.sampler, "nonfinite", None)
         if isinstance(sflag, torch.Tensor):
             bad = bad | sflag
@@ -537,6 +550,10 @@ class WorldModelVectorEnv(VectorEnv):
             self._prev_done = term | trunc
             self._obs = frames
 
+        if self.backend == "torch" and self.device.type == "cuda" and mode == AutoresetMode.NEXT_STEP:
+            self._done_host.copy_(self._prev_done.any().view(1), non_blocking=True)
+            self._done_evt.record()
+            self._done_evt_valid = True
         if self.backend == "torch":
             # fresh tensors: the sampler may reuse static output buffers (CUDA graphs)
             return self._obs.clone(), reward.clone(), term.clone(), trunc, info
@@ -546,11 +563,19 @@ class WorldModelVectorEnv(VectorEnv):
         """Whether to run the (masked) sampler reset this step.
 
         numpy backend: the done flags are already on the host (copied out last step), so this
-        costs nothing. torch backend: no host read, so the masked reset always runs (the sampler
-        only changes the masked rows; this is the price of a sync-free step).
+        costs nothing. torch backend: on CPU the flag is read directly (no device to wait for); on
+        CUDA (NEXT_STEP) the flag copied asynchronously last step is used if it has landed, never
+        waited for; otherwise (and in SAME_STEP, where the flag is from this very step) the masked
+        reset runs unconditionally: the sampler only changes the masked rows, so this is correct,
+        it just costs a context prefill for the batch.
         """
         if self.backend == "numpy" and host_done is not None:
             return bool(host_done.any())
+        if self.device.type == "cpu":
+            return bool(done.any())
+        if (self.device.type == "cuda" and self.autoreset_mode == AutoresetMode.NEXT_STEP
+                and self._done_evt_valid and self._done_evt.query()):
+            return bool(self._done_host[0])
         return True
 
     # ------------------------------------------------------------------ host copy-out
