@@ -126,7 +126,7 @@ def test_cache_memory_constant():
         assert f.data_ptr() not in [p for p, _ in ptrs]  # outputs are never internal buffers
     assert [(t.data_ptr(), tuple(t.shape)) for t in s._state()] == ptrs
     assert s.cache_bytes() == nbytes
-    assert s.k_cache.shape == (m.config.dynamics.n_layer, 2, m.config.dynamics.n_head, K * m.config.dynamics.tokens_per_frame,
+    assert s.k_cache.shape == (m.config.dynamics.n_layer, 2, m.config.dynamics.n_head, (K + 1) * m.config.dynamics.tokens_per_frame,
                                m.config.dynamics.head_dim)
     assert torch.all(s.valid == K)
 

@@ -4,7 +4,9 @@ Tokens are patches of the (normalised) latent grid, P per frame. Attention is fu
 frame and causal across frames, limited to the last K = `context_frames` frames (a sliding
 window: training, the slow reference and the ring-buffer KV cache all compute the same thing).
 Time enters only through a temporal RoPE on part of each head, so only frame *differences*
-matter and a ring-buffer cache can run forever; space has a learned position embedding.
+matter; its frequencies are integer multiples of 2*pi/rope_period, so a rotation is an exact
+function of (frame index mod rope_period). The sampler stores keys already rotated and its
+positions never grow: a ring-buffer cache runs forever. Space has a learned position embedding.
 
 Every frame has its own noise level sigma (diffusion forcing) and is conditioned on the action
 that led INTO it; both enter every block through a shared adaLN (PixArt's adaLN-single: one
@@ -38,6 +40,7 @@ class DynamicsConfig:
     max_frames: int = 20  # training window length T
     rope_fraction: float = 0.5  # fraction of each head's dims rotated by temporal RoPE; the rest is position-free
     rope_base: float = 100.0  # temporal distances are short (<= K), so a small base spreads the frequencies usefully
+    rope_period: int = 4096  # RoPE is exactly periodic in the frame index with this period (must exceed K)
     dropout: float = 0.0
     # EDM / diffusion forcing (sigma in units of the normalised latent)
     sigma_data: float = 1.0
@@ -60,8 +63,8 @@ class DynamicsConfig:
             raise ValueError(f"latent_size {self.latent_size} must be divisible by patch_size {self.patch_size}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} must be divisible by n_head {self.n_head}")
-        if self.rope_dim % 2:
-            raise ValueError("rope_fraction * head_dim must be even")
+        if self.rope_period <= max(self.context_frames, self.max_frames):
+            raise ValueError(f"rope_period {self.rope_period} must exceed context_frames and max_frames")
 
     @property
     def head_dim(self) -> int:
@@ -105,10 +108,15 @@ def edm_precond(sigma: torch.Tensor, sigma_data: float):
     return c_skip, c_out, c_in, c_noise
 
 
-def rope_angles(pos: torch.Tensor, rope_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """pos float (...,) -> cos, sin (..., rope_dim // 2) in float32."""
-    freqs = base ** (-torch.arange(0, rope_dim, 2, device=pos.device, dtype=torch.float32) / rope_dim)
-    ang = pos.float()[..., None] * freqs
+def rope_angles(pos: torch.Tensor, rope_dim: int, base: float, period: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer frame positions (...,) -> cos, sin (..., rope_dim // 2) in float32.
+
+    Frequency j is 2*pi*n_j/period with integer n_j ~ period/(2*pi) * base**(-2j/rope_dim), and the angle
+    is computed as 2*pi*((pos*n_j) mod period)/period: exact for any pos, periodic in pos with `period`.
+    """
+    freqs = base ** (-torch.arange(0, rope_dim, 2, device=pos.device, dtype=torch.float64) / rope_dim)
+    n = (freqs * period / (2 * math.pi)).round().clamp_min(1).long()
+    ang = ((pos.long() % period)[..., None] * n % period).float() * (2 * math.pi / period)
     return ang.cos(), ang.sin()
 
 
@@ -160,19 +168,22 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(cfg.head_dim)
         self.dropout = cfg.dropout
 
-    def forward(self, x, rope, mask, ctx=None):
-        """x (B, N, D); rope: (cos, sin) for these tokens or None (position 0); mask bool, broadcastable
-        to (B, H, N, N_ctx + N); ctx: optional (k, v) (B, H, N_ctx, hd) of cached frames, keys already rotated.
-        Returns (out, (k, v)) with this call's keys NOT rotated (what the ring-buffer cache stores)."""
+    def forward(self, x, rope, mask, cache=None):
+        """x (B, N, D); rope: (cos, sin) broadcastable to (B, H, N, rope_dim/2); mask bool broadcastable to
+        (B, H, N, N_keys). cache: optional (k_buf, v_buf, index) for one new frame per row (N = P): this
+        call's rotated k, v are scattered into the ring buffers (B, H, R*P, hd) at `index` (B, H, 1, P*hd),
+        then the frame attends over the whole buffer. Returns (out, (k, v)) with k rotated."""
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         kv = (k, v)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if ctx is not None:
-            k = torch.cat([ctx[0], k], dim=2)
-            v = torch.cat([ctx[1], v], dim=2)
+        if cache is not None:
+            k_buf, v_buf, index = cache
+            H, hd = self.n_head, self.head_dim
+            k_buf.view(B, H, -1, N * hd).scatter_(2, index, k.reshape(B, H, 1, N * hd))
+            v_buf.view(B, H, -1, N * hd).scatter_(2, index, v.reshape(B, H, 1, N * hd))
+            k, v = k_buf, v_buf
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, N, D)), kv
 
@@ -200,12 +211,12 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.mod_table = nn.Parameter(torch.randn(6, cfg.n_embd) / cfg.n_embd**0.5)
 
-    def forward(self, x, mod, rope, mask, ctx=None):
+    def forward(self, x, mod, rope, mask, cache=None):
         """x (B, T, P, D), mod (B, T, 6, D) from the shared adaLN. Returns (x, (k, v))."""
         B, T, P, D = x.shape
         sh1, sc1, g1, sh2, sc2, g2 = (mod + self.mod_table.to(mod.dtype)).unsqueeze(2).unbind(3)  # each (B, T, 1, D)
         h = self.norm1(x) * (1 + sc1) + sh1
-        a, kv = self.attn(h.reshape(B, T * P, D), rope, mask, ctx)
+        a, kv = self.attn(h.reshape(B, T * P, D), rope, mask, cache)
         x = x + g1 * a.view(B, T, P, D)
         x = x + g2 * self.mlp(self.norm2(x) * (1 + sc2) + sh2)
         return x, kv
@@ -283,15 +294,16 @@ class Dynamics(nn.Module):
         """z_noisy (B, T, C, h, w), sigma (B, T), actions (B, T, A) -> (z0_pred, reward (B, T), term_logit (B, T)).
 
         Frame t is conditioned on actions[:, t] (the action that led INTO frame t) and attends to
-        frames t-window .. t (window defaults to context_frames). With return_kv, also returns the
-        per-layer un-rotated (k, v) of shape (B, H, T*P, hd) (used to fill the sampler's cache).
+        frames t-window .. t (window defaults to context_frames). Frame t sits at RoPE position t. With
+        return_kv, also returns the per-layer (k, v) (B, H, T*P, hd), keys rotated (fills the sampler's cache).
         """
         cfg = self.config
         B, T = sigma.shape
         window = cfg.context_frames if window is None else window
         x, cond, mod, pre = self._embed(z_noisy, sigma, actions)
         P = x.shape[2]
-        cos, sin = rope_angles(torch.arange(T, device=x.device).repeat_interleave(P), cfg.rope_dim, cfg.rope_base)
+        cos, sin = rope_angles(torch.arange(T, device=x.device).repeat_interleave(P), cfg.rope_dim, cfg.rope_base,
+                               cfg.rope_period)
         mask = frame_causal_mask(T, P, window, x.device)
         kvs = []
         for block in self.blocks:
@@ -302,23 +314,25 @@ class Dynamics(nn.Module):
 
     # -- forward of one new frame against a KV cache (the real-time sampler)
 
-    def forward_cached(self, z_noisy, sigma, action, ctx_kv, ctx_valid):
-        """One frame per row attending to cached frames + itself.
+    def forward_cached(self, z_noisy, sigma, action, pos, caches, slot, key_valid):
+        """One new frame per row against ring-buffer KV caches (the real-time sampler).
 
-        z_noisy (B, C, h, w), sigma (B,), action (B, A); ctx_kv: per layer (k, v) (B, H, N_ctx, hd) with keys
-        already rotated to position -age (the new frame sits at position 0, so its own q/k need no rotation);
-        ctx_valid (B, N_ctx) bool. Returns (z0 (B, C, h, w), reward (B,), term_logit (B,), per-layer new (k, v)).
+        z_noisy (B, C, h, w), sigma (B,), action (B, A); pos (B,) int64 the frame's RoPE position (frame index);
+        caches: per layer (k_buf, v_buf) (B, H, R*P, hd) holding rotated keys of R frame slots; slot (B,) int64:
+        the slot this frame's k, v are written to (in place, every call); key_valid (B, R*P) bool: the keys
+        the frame may attend to (its own slot included). Returns (z0 (B, C, h, w), reward (B,), term_logit (B,)).
         """
+        cfg = self.config
         x, cond, mod, pre = self._embed(z_noisy[:, None], sigma[:, None], action[:, None])
         B, _, P, _ = x.shape
-        self_ok = torch.ones(B, P, dtype=torch.bool, device=x.device)
-        mask = torch.cat([ctx_valid, self_ok], dim=1)[:, None, None, :]
-        kvs = []
-        for block, ctx in zip(self.blocks, ctx_kv):
-            x, kv = block(x, mod, None, mask, ctx)
-            kvs.append(kv)
+        cos, sin = rope_angles(pos, cfg.rope_dim, cfg.rope_base, cfg.rope_period)
+        rope = (cos[:, None, None], sin[:, None, None])  # (B, 1, 1, r): one position per row
+        index = slot.view(B, 1, 1, 1).expand(B, cfg.n_head, 1, P * cfg.head_dim)
+        mask = key_valid[:, None, None, :]
+        for block, (k_buf, v_buf) in zip(self.blocks, caches):
+            x, _ = block(x, mod, rope, mask, (k_buf, v_buf, index))
         z0, r, t = self._finish(x, cond, z_noisy[:, None], pre)
-        return z0[:, 0], r[:, 0], t[:, 0], kvs
+        return z0[:, 0], r[:, 0], t[:, 0]
 
     # -- training
 

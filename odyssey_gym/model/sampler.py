@@ -1,11 +1,13 @@
 """Sampler: the real-time inference engine, B envs stepped as one batch with a ring-buffer KV cache.
 
-Per layer the cache holds the un-rotated keys and the values of the last K clean frames
-(shape (B, heads, K*P, head_dim)), written at a per-env pointer. A slot's age (1 = newest) follows
-from that pointer alone, so the temporal RoPE is applied at read time relative to the new
-frame (position 0, keys at -age): positions never grow, memory never grows, and envs reset at
-different times simply have different pointers and valid lengths (invalid slots are masked out
-of attention). Every step is fixed-shape device work with no host sync and no Python loop over
+Per layer the cache holds keys and values of R = K+1 frame slots (shape (B, heads, R*P, head_dim)):
+the last K clean frames plus the slot of the frame being generated, which every denoising pass
+overwrites in place (no concatenation) and whose clean pass leaves the frame's final KV behind.
+A per-env pointer names that slot; a slot's age follows from the pointer alone, and a per-env
+valid length masks out slots not filled since that env's reset, so envs reset at different times
+share one batch. Keys are stored rotated by the temporal RoPE at their frame index; the RoPE is
+exactly periodic in the index (see dynamics.py), so positions are taken mod its period and never
+grow: memory is flat forever. Every step is fixed-shape device work with no host sync and no Python loop over
 envs, so it can be captured in a CUDA graph.
 
 Noise comes from a counter-based hash of (env seed, frame index, pass), not from a stateful
@@ -21,7 +23,6 @@ import warnings
 import torch
 
 from .autoencoder import tensor_to_frames
-from .dynamics import apply_rope, rope_angles
 from .world_model import WorldModel
 
 CLEAN_PASS = 255  # noise stream of the clean (context-writing) pass; denoising pass i uses stream i
@@ -101,14 +102,15 @@ class Sampler:
         self.generator = torch.Generator().manual_seed(seed)
 
         B, K, P, L, H, hd, dev = self.B, self.K, self.P, self.L, self.H, self.hd, device
-        self.k_cache = torch.zeros(L, B, H, K * P, hd, device=dev, dtype=self.dtype)  # un-rotated keys
-        self.v_cache = torch.zeros(L, B, H, K * P, hd, device=dev, dtype=self.dtype)
-        self.ptr = torch.zeros(B, dtype=torch.int64, device=dev)  # slot the next clean frame is written to
+        self.R = R = K + 1  # K context slots + the slot of the frame being generated
+        self.k_cache = torch.zeros(L, B, H, R * P, hd, device=dev, dtype=self.dtype)  # keys, RoPE-rotated
+        self.v_cache = torch.zeros(L, B, H, R * P, hd, device=dev, dtype=self.dtype)
+        self.ptr = torch.zeros(B, dtype=torch.int64, device=dev)  # slot of the next generated frame
         self.valid = torch.zeros(B, dtype=torch.int64, device=dev)  # number of valid slots (<= K)
         self.frame_idx = torch.zeros(B, dtype=torch.int64, device=dev)  # frames since reset (noise counter)
         self.seeds = torch.zeros(B, dtype=torch.int64, device=dev)
         self.last_latent = torch.zeros(B, *self.latent_shape, device=dev, dtype=self.dtype)
-        self._slots = torch.arange(K, device=dev)
+        self._slots = torch.arange(R, device=dev)
         self._sig = [torch.full((B,), s, device=dev) for s in self.sigmas]
         self._sig_ctx = torch.full((B,), self.context_noise, device=dev)
 
@@ -161,13 +163,13 @@ class Sampler:
             z = z + self.context_noise * eps.view(B, k, *self.latent_shape).to(z.dtype)
         sigma = torch.full((B, k), self.context_noise, device=dev)
         *_, kvs = dyn(z, sigma, actions, return_kv=True)
-        L, H, P, hd = self.L, self.H, self.P, self.hd
+        P = self.P
         m = mask.view(1, B, 1, 1, 1)
         for cache, part in ((self.k_cache, 0), (self.v_cache, 1)):
             new = torch.zeros_like(cache)
             new[:, :, :, : k * P] = torch.stack([kv[part] for kv in kvs])
             cache.copy_(torch.where(m, new, cache))
-        self.ptr.copy_(torch.where(mask, k % K, self.ptr))
+        self.ptr.copy_(torch.where(mask, k, self.ptr))  # k <= K < R: slots 0..k-1 hold the context
         self.valid.copy_(torch.where(mask, k, self.valid))
         self.frame_idx.copy_(torch.where(mask, k, self.frame_idx))
         self.seeds.copy_(torch.where(mask, seeds, self.seeds))
@@ -206,35 +208,30 @@ class Sampler:
 
     @torch.no_grad()
     def _step_impl(self, actions: torch.Tensor):
-        dyn, d = self.model.dynamics, self.model.config.dynamics
-        B, K, P, L = self.B, self.K, self.P, self.L
-        # cached context: ages 1..K from the write pointer; rotate keys to position -age
-        ages = (self.ptr[:, None] - 1 - self._slots[None, :]) % K + 1  # (B, K)
-        ctx_valid = (ages <= self.valid[:, None]).repeat_interleave(P, dim=1)  # (B, K*P)
-        cos, sin = rope_angles(-ages.repeat_interleave(P, dim=1), d.rope_dim, d.rope_base)
-        cos, sin = cos[:, None], sin[:, None]  # (B, 1, K*P, r)
-        ctx = [(apply_rope(self.k_cache[l], cos, sin), self.v_cache[l]) for l in range(L)]
+        dyn = self.model.dynamics
+        B, R, P = self.B, self.R, self.P
+        # slot ages: 0 = the new frame's own slot (ptr), 1 = newest context frame, ...; valid: age <= valid
+        ages = (self.ptr[:, None] - self._slots[None, :]) % R  # (B, R)
+        key_valid = (ages <= self.valid[:, None]).repeat_interleave(P, dim=1)  # (B, R*P)
+        caches = list(zip(self.k_cache.unbind(0), self.v_cache.unbind(0)))
+        pos = self.frame_idx
 
         # denoise the new frame: Euler steps of x0 prediction from sigma_max
         sig = self.sigmas
         x = (sig[0] * hash_noise(self.seeds, self.frame_idx, 0, self.latent_shape)).to(self.dtype)
         z0 = x
         for i in range(len(sig) - 1):
-            z0 = dyn.forward_cached(x, self._sig[i], actions, ctx, ctx_valid)[0]
+            z0 = dyn.forward_cached(x, self._sig[i], actions, pos, caches, self.ptr, key_valid)[0]
             x = z0 if sig[i + 1] == 0 else z0 + (sig[i + 1] / sig[i]) * (x - z0)
 
-        # clean pass: the frame enters the context (its KV goes into the ring slot) and feeds the heads
+        # clean pass: the frame's final KV stays in its slot (it becomes context) and the heads read it
         clean = z0
         if self.context_noise > 0:
             eps = hash_noise(self.seeds, self.frame_idx, CLEAN_PASS, self.latent_shape)
             clean = z0 + (self.context_noise * eps).to(self.dtype)
-        _, reward, term_logit, kvs = dyn.forward_cached(clean, self._sig_ctx, actions, ctx, ctx_valid)
-        idx = self.ptr.view(1, B, 1, 1, 1).expand(L, B, self.H, 1, P * self.hd)
-        for cache, part in ((self.k_cache, 0), (self.v_cache, 1)):
-            new = torch.stack([kv[part] for kv in kvs]).reshape(L, B, self.H, 1, P * self.hd)
-            cache.view(L, B, self.H, K, P * self.hd).scatter_(3, idx, new)
-        self.ptr.copy_((self.ptr + 1) % K)
-        self.valid.copy_((self.valid + 1).clamp_max(K))
+        _, reward, term_logit = dyn.forward_cached(clean, self._sig_ctx, actions, pos, caches, self.ptr, key_valid)
+        self.ptr.copy_((self.ptr + 1) % R)
+        self.valid.copy_((self.valid + 1).clamp_max(self.K))
         self.frame_idx.add_(1)
         self.last_latent.copy_(z0)
 
