@@ -172,3 +172,26 @@ def test_world_model_normalisation_round_trip():
     assert m.config.latent_mean == [0.5] * 4
     x = m.decode_latents(z)
     torch.testing.assert_close(x.flatten(0, 1), m.ae.decode(z_raw))
+
+
+def test_rope_exactly_periodic_and_relative():
+    """Temporal RoPE depends only on frame differences and is exactly periodic: the ring cache can run forever."""
+    from odyssey_gym.model.dynamics import apply_rope, rope_angles
+
+    pos = torch.arange(40)
+    c1, s1 = rope_angles(pos, 32, 100.0, 4096)
+    c2, s2 = rope_angles(pos + 4096 * 123457, 32, 100.0, 4096)
+    assert torch.equal(c1, c2) and torch.equal(s1, s2)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(64, generator=g), torch.randn(64, generator=g)
+
+    def score(pq, pk):
+        cq, sq = rope_angles(torch.tensor([pq]), 32, 100.0, 4096)
+        ck, sk = rope_angles(torch.tensor([pk]), 32, 100.0, 4096)
+        return (apply_rope(q[None], cq, sq) * apply_rope(k[None], ck, sk)).sum()
+
+    for d in (0, 1, 5, 16):
+        ref = score(d, 0)
+        for p in (7, 4095, 10**9 + 3):
+            torch.testing.assert_close(score(p + d, p), ref, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(score(1, 0), score(2, 0))
