@@ -153,3 +153,19 @@ def test_hash_noise_is_standard_normal_and_keyed():
     assert abs(torch.corrcoef(torch.stack([n.flatten(), n3.flatten()]))[0, 1]) < 0.02
     big = hash_noise(torch.tensor([2**40 + 3, -5]), torch.tensor([10**9, 0]), 255, (3,))
     assert torch.isfinite(big).all()
+
+
+def test_bf16_sampler_runs_close_to_fp32():
+    m = tiny_model(context_noise=0.1)
+    frames, ctx_a, acts = data(2, 3, 6, seed=4)
+    s32 = Sampler(m, 2, "cpu")
+    s32.reset(frames, ctx_a, seeds=torch.tensor([1, 2]))
+    out32 = run(s32, acts)
+    import copy
+
+    s16 = Sampler(copy.deepcopy(m), 2, "cpu", dtype=torch.bfloat16)
+    assert s16.k_cache.dtype == torch.bfloat16
+    s16.reset(frames, ctx_a, seeds=torch.tensor([1, 2]))
+    out16 = run(s16, acts)
+    assert torch.isfinite(out16["latents"].float()).all()
+    assert (out16["latents"].float() - out32["latents"]).abs().mean() < 0.05

@@ -80,6 +80,9 @@ class Sampler:
         compile: torch.compile the step and capture it in a CUDA graph (CUDA only; ignored elsewhere).
         cuda_graph: capture the (eager) step in a CUDA graph (CUDA only; ignored elsewhere).
         seed: seeds the host generator that picks per-env seeds when `reset` is given none.
+
+    State (device tensors, updated in place): k_cache/v_cache (L, B, H, (K+1)*P, hd), ptr, valid, frame_idx,
+    seeds (B,), last_latent (B, C, h, w) = the newest frame's normalised latent (for eval/debugging).
     """
 
     def __init__(self, model: WorldModel, batch_size: int, device=None, dtype: torch.dtype | None = None,
@@ -107,7 +110,7 @@ class Sampler:
         self.v_cache = torch.zeros(L, B, H, R * P, hd, device=dev, dtype=self.dtype)
         self.ptr = torch.zeros(B, dtype=torch.int64, device=dev)  # slot of the next generated frame
         self.valid = torch.zeros(B, dtype=torch.int64, device=dev)  # number of valid slots (<= K)
-        self.frame_idx = torch.zeros(B, dtype=torch.int64, device=dev)  # frames since reset (noise counter)
+        self.frame_idx = torch.zeros(B, dtype=torch.int64, device=dev)  # frame index since reset: noise counter and RoPE position
         self.seeds = torch.zeros(B, dtype=torch.int64, device=dev)
         self.last_latent = torch.zeros(B, *self.latent_shape, device=dev, dtype=self.dtype)
         self._slots = torch.arange(R, device=dev)
