@@ -94,9 +94,8 @@ def load_pretrained_weights(model: torch.nn.Module, weights_dir: str) -> None:
     if missing or unexpected:
         raise ValueError(f"--init-from {weights_dir}: weights do not match the configured model "
                          f"(missing {missing[:5]}..., unexpected {unexpected[:5]}...)")
-    for k in ("latent_mean", "latent_std"):
-        if hasattr(src.config, k) and hasattr(model.config, k):
-            setattr(model.config, k, getattr(src.config, k))
+    if src.config.latent_mean is not None:
+        model.set_latent_stats(src.config.latent_mean, src.config.latent_std)
 
 
 def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
@@ -225,7 +224,8 @@ def start_bank(flat, n: int, K: int, seed: int) -> dict[str, np.ndarray]:
             "actions": np.asarray(flat.actions, np.float32)[idx]}
 
 
-def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, train_seconds, log) -> Path:
+def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, train_seconds, log,
+           partial_step: int | None = None) -> Path:
     """EMA weights via `save_pretrained` (bf16, <=16 MiB shards), start_bank.npz, train_summary.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +242,8 @@ def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, 
     np.savez_compressed(out / "start_bank.npz", **bank)
     summary = {
         "world": world.name, "world_version": world.version,
-        "steps": {"ae": tc.ae_steps, "dyn": tc.dyn_steps},
+        "steps": {"ae": tc.ae_steps, "dyn": tc.dyn_steps if partial_step is None else partial_step},
+        "dyn_steps_planned": tc.dyn_steps,
         "gpu_minutes": round(train_seconds / 60.0, 2),
         "data": {"frames": data_info["frames"], "episodes": data_info["episodes"], "seeds": data_info["seeds"],
                  "dirs": data_info["dirs"]},

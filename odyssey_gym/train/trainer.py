@@ -309,7 +309,7 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
         log(f"phase ae: {ae_total} steps, batch {tc.ae_batch_size}")
         opt, sched = run_phase("ae", ae, ae_total, tc.ae_lr, tc.ae_weight_decay, tc.ae_warmup_steps, step,
                                ae_batch, ae_loss, ema.ae, ae)
-        if stopped:
+        if stopped:  # nothing to export yet: the dynamics have not trained
             return _finish(info, close_log, 0)
         # The EMA autoencoder becomes the autoencoder (what latents, the dynamics and export all use).
         model.ae.load_state_dict(ema.ae.state_dict())
@@ -360,6 +360,10 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
         opt, sched = run_phase("dyn", dyn, dyn_total, tc.dyn_lr, tc.dyn_weight_decay, tc.dyn_warmup_steps, step,
                                dyn_batch, dyn_loss, ema.dynamics, dyn)
         if stopped:
+            # A time-limited call still leaves usable weights behind (the run itself resumes from the checkpoint).
+            if args.export and info.is_main:
+                steps.export(model, ema, world, data, flat, data_info, args.export, tc, last_metrics, gpu_seconds(), log,
+                             partial_step=step)
             return _finish(info, close_log, 0)
         phase, step = "done", dyn_total
         save("done", dyn_total, None, None)

@@ -1,0 +1,241 @@
+"""`odyssey-gym eval`: the one trusted way to say how good a world model is.
+
+Writes REPORT_DIR/report.json (every number), report.md (the tables for a model card), a PSNR-vs-horizon
+plot and a real-vs-generated strip. Held-out data must come from seeds never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--world", required=True, help="world name, e.g. doom-explore")
+    p.add_argument("--weights", default=None, help="weights dir (default: the shipped weights of the world)")
+    p.add_argument("--data", required=True, nargs="+", help="held-out dataset dir(s) recorded with unseen seeds")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    p.add_argument("--horizons", default="1,4,16,64")
+    p.add_argument("--windows", type=int, default=64, help="held-out windows per horizon")
+    p.add_argument("--rollout-steps", type=int, default=10_500, help="long-rollout length (0 to skip)")
+    p.add_argument("--rollout-envs", type=int, default=8)
+    p.add_argument("--latency-steps", type=int, default=300)
+    p.add_argument("--throughput-batch", type=int, default=256)
+    p.add_argument("--sampling-steps", type=int, default=None)
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
+                   help="auto: bfloat16 on CUDA (the serving path), float32 on CPU")
+    p.add_argument("--compile", action="store_true", help="CUDA graphs / torch.compile in the timed sampler")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _fmt(x, nd=2):
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from ..data.dataset import open_dataset
+    from ..model import Sampler, WorldModel, load
+    from ..worlds import get_world
+    from .fidelity import autoencoder_psnr, head_accuracy, horizon_fidelity
+    from .speed import time_sampler
+    from .stability import long_rollout
+
+    spec = get_world(args.world)
+    device = _device(args.device)
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
+        args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model = (WorldModel.from_pretrained(args.weights, device=device, dtype=dtype) if args.weights
+             else load(spec.name, device=device, dtype=dtype))
+    if model.config.world != spec.name:
+        raise SystemExit(f"weights are for world {model.config.world!r}, not {spec.name!r}")
+    model.eval()
+    k = model.config.context_frames
+    data = open_dataset(args.data, world=spec)
+    flat = data.flat(spec)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {
+        "world": spec.name,
+        "weights": str(args.weights or "shipped"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).replace("torch.", ""),
+        "data": {"dirs": args.data, "frames": int(len(flat.frames)), "episodes": int(flat.first.sum()),
+                 "seeds": sorted({int(e["seed"]) for e in data.episodes})},
+        "context_frames": k,
+    }
+    t0 = time.time()
+    skw = {} if args.sampling_steps is None else {"sampling_steps": args.sampling_steps}
+    horizons = [int(h) for h in args.horizons.split(",")]
+    sampler = Sampler(model, batch_size=args.windows, device=device, **skw)
+    report["autoencoder"] = autoencoder_psnr(model, flat, seed=args.seed)
+    report["fidelity"] = horizon_fidelity(sampler, flat, k, horizons, args.windows, args.seed)
+    report["heads"] = head_accuracy(sampler, flat, k, windows=4 * args.windows, seed=args.seed)
+    strip_real, strip_gen = _strip(sampler, flat, k, args.seed)
+    del sampler
+
+    bank_f, bank_a = _contexts(flat, k, max(args.rollout_envs, 1), args.seed)
+    speed = {}
+    for b in (1, args.throughput_batch):
+        idx = torch.arange(b) % bank_f.shape[0]
+        modes = [("cuda_graph", dict(cuda_graph=True)), ("eager", {})] if device.type == "cuda" else [("eager", {})]
+        if args.compile:
+            modes.insert(0, ("compile", dict(compile=True)))
+        for mode, kw in modes:  # the fastest mode that works on this machine; failures are reported, not hidden
+            try:
+                s = Sampler(model, batch_size=b, device=device, **kw, **skw)
+                res = time_sampler(s, bank_f[idx], bank_a[idx], steps=args.latency_steps if b == 1 else 50,
+                                   discrete=spec.action_kind == "discrete")
+                speed[f"batch_{b}"] = {**res, "mode": mode}
+                del s
+                break
+            except Exception as e:  # noqa: BLE001
+                speed.setdefault("failed_modes", []).append(f"batch {b} {mode}: {type(e).__name__}: {e}"[:300])
+                print(f"speed: {mode} failed at batch {b}: {e}")
+    report["speed"] = speed
+    if args.rollout_steps:
+        s = Sampler(model, batch_size=args.rollout_envs, device=device, **skw)
+        roll = long_rollout(s, spec, bank_f[: args.rollout_envs], bank_a[: args.rollout_envs], steps=args.rollout_steps,
+                            seed=args.seed, keep_every=max(1, int(spec.fps)))
+        kept = roll.pop("kept_frames")
+        report["stability"] = roll
+        if kept is not None:
+            _write_video(out / "long_rollout.mp4", kept, fps=10)
+        del s
+    report["eval_seconds"] = round(time.time() - t0, 1)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    _plot(report, out / "psnr_vs_horizon.png")
+    _save_strip(strip_real, strip_gen, out / "strip.png")
+    (out / "report.md").write_text(render_markdown(report))
+    print(render_markdown(report))
+    print(f"report written to {out}/report.json")
+    return 0
+
+
+def _contexts(flat, k, n, seed):
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(seed + 1)
+    starts = flat.window_starts(k)
+    chosen = rng.choice(starts, size=n, replace=len(starts) < n)
+    idx = chosen[:, None] + np.arange(k)[None]
+    return torch.from_numpy(flat.frames[idx]), torch.from_numpy(flat.actions[idx])
+
+
+def _strip(sampler, flat, k, seed, h=16):
+    """Env 0's real and open-loop frames for h steps: the side-by-side picture of the card."""
+    import numpy as np
+    import torch
+
+    starts = flat.window_starts(k + h)
+    if len(starts) == 0:
+        return None, None
+    s = np.random.default_rng(seed + 2).choice(starts)
+    idx = s + np.arange(k + h)
+    frames = torch.from_numpy(flat.frames[idx]).to(sampler.device)
+    acts = torch.from_numpy(flat.actions[idx]).to(sampler.device)
+    b = sampler.B
+    sampler.reset(frames[None, :k].expand(b, -1, -1, -1, -1), acts[None, :k].expand(b, -1, -1),
+                  torch.ones(b, dtype=torch.bool, device=sampler.device))
+    gen = []
+    for i in range(h):
+        g, _, _ = sampler.step(acts[None, k + i].expand(b, -1))
+        gen.append(g[0].cpu().numpy())
+    return flat.frames[idx[k:]], np.stack(gen)
+
+
+def _save_strip(real, gen, path):
+    if real is None:
+        return
+    import numpy as np
+    from PIL import Image
+
+    pick = list(range(0, len(real), max(1, len(real) // 8)))[:8]
+    top = np.concatenate([real[i] for i in pick], axis=1)
+    bottom = np.concatenate([gen[i] for i in pick], axis=1)
+    Image.fromarray(np.concatenate([top, bottom], axis=0)).save(path)
+
+
+def _write_video(path, frames, fps):
+    try:
+        from moviepy import ImageSequenceClip
+    except ImportError:
+        return
+    ImageSequenceClip(list(frames), fps=fps).write_videofile(str(path), codec="libx264", audio=False, logger=None)
+
+
+def _plot(report, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fid = {int(h): v for h, v in report["fidelity"].items() if v.get("windows")}
+    hs = sorted(fid)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, label in [("teacher_forced_psnr", "teacher-forced"), ("open_loop_psnr", "open-loop"),
+                       ("open_loop_copy_last_psnr", "copy-last (open-loop)")]:
+        ax.plot(hs, [fid[h][key] for h in hs], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("horizon (steps)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(f"{report['world']}: PSNR vs horizon")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def render_markdown(r: dict) -> str:
+    lines = [f"### {r['world']} on {r['device']} ({r.get('dtype', '')})", "",
+             f"Held-out data: {r['data']['frames']} frames, {r['data']['episodes']} episodes.", "",
+             "| horizon | teacher-forced PSNR / SSIM | open-loop PSNR / SSIM | copy-last PSNR (tf / ol) |",
+             "|---|---|---|---|"]
+    for h, v in r["fidelity"].items():
+        if not v.get("windows"):
+            lines.append(f"| {h} | n/a (no held-out window long enough) | | |")
+            continue
+        lines.append(
+            f"| {h} | {_fmt(v['teacher_forced_psnr'])} / {_fmt(v['teacher_forced_ssim'], 3)} | "
+            f"{_fmt(v['open_loop_psnr'])} / {_fmt(v['open_loop_ssim'], 3)} | "
+            f"{_fmt(v['teacher_forced_copy_last_psnr'])} / {_fmt(v['open_loop_copy_last_psnr'])} |"
+        )
+    ae = r["autoencoder"]
+    lines += ["", f"Autoencoder reconstruction: PSNR {_fmt(ae['psnr'])} dB, SSIM {_fmt(ae['ssim'], 3)} ({ae['frames']} frames).", ""]
+    hd = r["heads"]
+    if hd.get("transitions"):
+        lines += [f"Heads on {hd['transitions']} held-out transitions ({hd['terminal_transitions']} terminal): "
+                  f"reward MAE {_fmt(hd['reward_mae'], 3)}, reward accuracy (|err|<0.5) {_fmt(hd['reward_accuracy'], 3)}, "
+                  f"termination accuracy {_fmt(hd['termination_accuracy'], 3)}, recall {_fmt(hd['termination_recall'], 3)}, "
+                  f"false-positive rate {_fmt(hd['termination_false_positive_rate'], 3)}.", ""]
+    lines += ["| batch | latency p50 (ms) | latency p99 (ms) | frames/s |", "|---|---|---|---|"]
+    lines[-2] = "| batch | latency p50 (ms) | latency p99 (ms) | frames/s | mode |"
+    lines[-1] = "|---|---|---|---|---|"
+    for key, v in r["speed"].items():
+        if key.startswith("batch_"):
+            lines.append(f"| {v['batch_size']} | {v['latency_ms_p50']} | {v['latency_ms_p99']} | {v['frames_per_s']} | {v['mode']} |")
+    st = r.get("stability")
+    if st:
+        lines += ["", f"Long rollout: {st['steps']} frames x {st['num_envs']} envs, {st['frames_per_minute']} frames per minute of game time.",
+                  "", "| minute | pixel mean | pixel std | mean per-frame std | flat frames | non-finite | GPU MiB |", "|---|---|---|---|---|---|---|"]
+        for i in range(len(st["minute_pixel_mean"])):
+            mem = st["minute_gpu_memory_mib"][i] if i < len(st["minute_gpu_memory_mib"]) else ""
+            lines.append(f"| {i + 1} | {st['minute_pixel_mean'][i]} | {st['minute_pixel_std'][i]} | {st['minute_frame_std_mean'][i]} | "
+                         f"{st['minute_flat_frames'][i]} | {st['minute_nonfinite_rewards'][i]} | {mem} |")
+    return "\n".join(lines) + "\n"
