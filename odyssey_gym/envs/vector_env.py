@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,11 @@ class WorldModelVectorEnv(VectorEnv):
         backend: ``"numpy"`` or ``"torch"`` (see module doc).
         render_mode: only ``"rgb_array"``.
         sampling_steps: denoising steps per frame (None: the model's default).
-        compile: ask the sampler for torch.compile / CUDA graphs (CUDA only).
+        compile: None (default): on CUDA, capture the eager step in a CUDA graph (falls back to eager with a
+            warning if capture fails); elsewhere eager. False: eager. True: torch.compile + CUDA graph.
+            ``"graph"``: CUDA graph only. True/"graph" need a CUDA device. See `step_mode`.
+        dtype: model/cache dtype. None (default): bfloat16 on CUDA, float32 elsewhere. Note a
+            ``WorldModel`` passed as `weights` is converted in place.
         start_bank: optional ``(frames (N,K,H,W,3) uint8, actions (N,K,A))`` overriding the shipped bank.
     """
 
@@ -200,8 +205,9 @@ class WorldModelVectorEnv(VectorEnv):
         backend: str = "numpy",
         render_mode: str | None = "rgb_array",
         sampling_steps: int | None = None,
-        compile: bool = False,
+        compile: bool | str | None = None,
         start_bank=None,
+        dtype: torch.dtype | None = None,
     ):
         spec = get_world(world)
         self.world = spec
@@ -242,12 +248,40 @@ class WorldModelVectorEnv(VectorEnv):
         skw: dict[str, Any] = {}
         if sampling_steps is not None:
             skw["sampling_steps"] = int(sampling_steps)
-        if compile:
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = dtype
+        if compile is None:
+            compile = "graph" if self.device.type == "cuda" else False
+        elif compile:
             if self.device.type != "cuda":
                 raise ValueError("compile (torch.compile / CUDA graphs) needs a CUDA device")
+            if compile not in (True, "graph"):
+                raise ValueError(f"compile must be None, False, True or 'graph', got {compile!r}")
+        gkw: dict[str, Any] = {}
+        if compile:
             # True: torch.compile + CUDA graph; "graph": capture the eager step in a CUDA graph only
-            skw["cuda_graph" if compile == "graph" else "compile"] = True
-        self.sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, **skw)
+            gkw["cuda_graph" if compile == "graph" else "compile"] = True
+        #: how `step` runs: "eager", "cuda_graph" or "compile+cuda_graph"
+        self.step_mode = "eager" if not compile else ("cuda_graph" if compile == "graph" else "compile+cuda_graph")
+        #: the error that made the env fall back to eager (None: no fallback)
+        self.graph_error: str | None = None
+        self._graph_checked = not compile
+        sampler = None
+        if gkw:
+            try:
+                sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, dtype=dtype, **skw, **gkw)
+                # capture now, on the all-zero state: the first reset() overwrites every row, so a failed
+                # capture leaves nothing behind
+                if getattr(sampler, "_use_graph", False) and getattr(sampler, "_graph", None) is None:
+                    with torch.cuda.device(self.device):
+                        sampler._capture()
+            except Exception as e:  # noqa: BLE001 (any capture/compile failure: fall back, loudly)
+                sampler = None
+                self._graph_fallback(e, "construction")
+        if sampler is None:
+            sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, dtype=dtype, **skw)
+        self.sampler = sampler
         self._sampler_reset_seeds = _accepts(self.sampler.reset, "seeds")
         self.context_length = int(
             getattr(self.sampler, "context_length", None)
@@ -296,6 +330,36 @@ class WorldModelVectorEnv(VectorEnv):
             self._done_host = torch.zeros(1, dtype=torch.bool, pin_memory=True)
             self._done_evt = torch.cuda.Event()
             self._done_evt_valid = False
+
+    def _graph_fallback(self, err: BaseException, when: str) -> None:
+        self.graph_error = f"{type(err).__name__}: {err}"
+        self.step_mode = "eager"
+        self._graph_checked = True
+        if self.device.type == "cuda":
+            try:
+                torch.cuda.synchronize(self.device)
+            except Exception:  # noqa: BLE001 (the context may be poisoned; the eager step will say so)
+                pass
+            torch.cuda.empty_cache()
+        warnings.warn(
+            f"WorldModelVectorEnv: CUDA graph / compile failed at {when} ({self.graph_error}); "
+            f"running eagerly (pass compile=False to silence)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def _sampler_step(self, act: torch.Tensor):
+        if self._graph_checked:
+            return self.sampler.step(act)
+        try:
+            out = self.sampler.step(act)
+        except Exception as e:  # noqa: BLE001 (first graph step failed: fall back, loudly)
+            s = self.sampler
+            s._use_graph, s._graph, s._impl = False, None, s._step_impl
+            self._graph_fallback(e, "first step")
+            return self.sampler.step(act)
+        self._graph_checked = True
+        return out
 
     # ------------------------------------------------------------------ public extras
     @property
@@ -496,7 +560,7 @@ class WorldModelVectorEnv(VectorEnv):
         if not self._has_reset:
             raise RuntimeError("call reset() before step()")
         act = self._actions_to_vectors(actions)
-        frames, reward, term = self.sampler.step(act)
+        frames, reward, term = self._sampler_step(act)
         reward = reward.float()
         term = term.bool()
         # NaN check: the sampler may expose its own per-env flag; reward is float anyway

@@ -1,0 +1,565 @@
+"""`odyssey-gym bench`: world-model env speed beside the real ViZDoom engine, on one machine, in one run.
+
+    odyssey-gym bench                                    # both worlds, num_envs 1..1024, device auto
+    odyssey-gym bench --device cpu --num-envs 1,16 --steps 3 --engine-seconds 5 --main-job
+
+For each world:
+  * world-model env steps/s at each num_envs (torch backend on CUDA, numpy backend elsewhere): warm up, then
+    time `--steps` env steps (CUDA synchronized before reading the clock), median of `--repeats`; a
+    num_envs that runs out of memory is reported as such and larger ones are skipped;
+  * action-to-frame latency p50/p99 at num_envs 1 (CUDA events around each step, synchronized per step;
+    host clock on CPU);
+  * the real engine's steps/s with K processes (one engine each, random actions, the world's config,
+    frame skip and resolution), and with one process, measured in this same run;
+  * ratios: best world-model steps/s / engine (K processes), and num_envs 1 / one engine process.
+
+Writes (replaces) a `## Speed: <machine>` section in `--out` (BENCHMARKS.md) and, with `--json`, a JSON file.
+Failures are reported in the table and the exit code (1), never hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import multiprocessing as mp
+import os
+import platform
+import queue as queue_mod
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_WORLDS = "doom-explore,doom-takecover"
+DEFAULT_NUM_ENVS = "1,16,64,256,1024"
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--worlds", default=DEFAULT_WORLDS, help=f"comma-separated worlds (default {DEFAULT_WORLDS})")
+    p.add_argument("--num-envs", default=DEFAULT_NUM_ENVS, help=f"comma-separated batch sizes (default {DEFAULT_NUM_ENVS})")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--steps", type=int, default=100, help="timed env steps per repeat (default 100)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: min(10, steps))")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
+    p.add_argument("--latency-steps", type=int, default=None, help="steps timed one by one at num_envs 1 (default: --steps)")
+    p.add_argument("--engine-workers", type=int, default=None, help=f"engine processes (default: all CPU cores, here {_cpu_count()})")
+    p.add_argument("--engine-seconds", type=float, default=10.0, help="seconds each engine measurement runs (default 10)")
+    p.add_argument("--weights-root", default=None, help="dir holding <world>/ weight dirs (default: the shipped weights)")
+    p.add_argument("--sampling-steps", type=int, default=None, help="denoising steps per frame (default: the model's)")
+    p.add_argument("--eager", action="store_true", help="no CUDA graph (default on CUDA: CUDA graph, eager fallback)")
+    p.add_argument("--out", default="BENCHMARKS.md", help="markdown file to write the section into (default BENCHMARKS.md)")
+    p.add_argument("--json", default=None, help="also write the results as JSON here")
+    p.add_argument("--main-job", action="store_true",
+                   help="also time the README main job: odyssey-gym record --world doom-explore --steps 300")
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()}, {_cpu_count()} cores"
+
+
+# ---------------------------------------------------------------------------------------------- world model
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    if isinstance(e, MemoryError) or isinstance(e, getattr(torch.cuda, "OutOfMemoryError", ())):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
+                                            or "failed to allocate" in msg)
+
+
+def _random_actions(spec, n: int, batch: int, device, torch_backend: bool, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if spec.action_kind == "discrete":
+        a = rng.integers(0, spec.action_dim, (n, batch), dtype=np.int64)
+    else:
+        a = rng.integers(0, 2, (n, batch, spec.action_dim), dtype=np.int64).astype(spec.action_dtype)
+    if torch_backend:
+        import torch
+
+        return torch.from_numpy(a).to(device)
+    return a
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _make_env(world, num_envs, device, weights, args):
+    from odyssey_gym.envs.vector_env import WorldModelVectorEnv
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = WorldModelVectorEnv(
+            world, num_envs=num_envs, device=device, weights=weights,
+            backend="torch" if device.type == "cuda" else "numpy",
+            sampling_steps=args.sampling_steps, compile=False if args.eager else None,
+        )
+    for w in caught:
+        print(f"  warning: {w.message}", file=sys.stderr)
+    return env, [str(w.message) for w in caught]
+
+
+def _mode(env) -> str:
+    mode = getattr(env, "step_mode", "eager")
+    err = getattr(env, "graph_error", None)
+    return f"{mode} (CUDA graph failed: {err})" if err else mode
+
+
+def time_env(world, num_envs: int, device, weights, args) -> dict:
+    """Steps/s of the vector env at `num_envs` (median of repeats); dict with 'error'/'oom' on failure."""
+    import torch
+
+    spec = _spec(world)
+    steps, repeats = args.steps, args.repeats
+    warmup = args.warmup if args.warmup is not None else min(10, steps)
+    env = None
+    try:
+        env, warns = _make_env(world, num_envs, device, weights, args)
+        torch_backend = env.backend == "torch"
+        acts = _random_actions(spec, warmup + steps, num_envs, device, torch_backend, seed=num_envs)
+        with torch.no_grad():
+            env.reset(seed=0)
+            for t in range(warmup):
+                env.step(acts[t])
+            mode = _mode(env)  # after the first step: a first-step fallback shows here
+            _sync(device)
+            rates = []
+            for _ in range(repeats):
+                _sync(device)
+                t0 = time.perf_counter()
+                for t in range(steps):
+                    env.step(acts[warmup + t])
+                _sync(device)
+                rates.append(num_envs * steps / (time.perf_counter() - t0))
+        if torch_backend:
+            env.check_errors()
+        mem = None
+        if device.type == "cuda":
+            mem = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        return {"num_envs": num_envs, "steps_per_s": float(np.median(rates)), "repeats": [round(r, 3) for r in rates],
+                "ms_per_step": 1e3 * num_envs / float(np.median(rates)), "mode": mode, "dtype": str(env.dtype).replace("torch.", ""),
+                "peak_gib": mem, "warnings": warns}
+    except Exception as e:  # noqa: BLE001 (reported in the table)
+        oom = _is_oom(e)
+        if not oom:
+            traceback.print_exc()
+        return {"num_envs": num_envs, "oom": oom, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+    finally:
+        if env is not None:
+            env.close()
+        del env
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+
+
+def time_latency(world, device, weights, args) -> dict:
+    """Action-to-frame latency at num_envs 1: each step timed alone (CUDA events, synchronized per step)."""
+    import torch
+
+    spec = _spec(world)
+    n = args.latency_steps or args.steps
+    warmup = args.warmup if args.warmup is not None else min(10, n)
+    env = None
+    try:
+        env, _ = _make_env(world, 1, device, weights, args)
+        acts = _random_actions(spec, warmup + n, 1, device, env.backend == "torch", seed=7)
+        cuda = device.type == "cuda"
+        gpu_ms, host_ms = [], []
+        with torch.no_grad():
+            env.reset(seed=0)
+            for t in range(warmup):
+                env.step(acts[t])
+            _sync(device)
+            for t in range(n):
+                if cuda:
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    h0 = time.perf_counter()
+                    start.record()
+                    env.step(acts[warmup + t])
+                    end.record()
+                    end.synchronize()
+                    host_ms.append((time.perf_counter() - h0) * 1e3)
+                    gpu_ms.append(start.elapsed_time(end))
+                else:
+                    h0 = time.perf_counter()
+                    env.step(acts[warmup + t])
+                    host_ms.append((time.perf_counter() - h0) * 1e3)
+        src = gpu_ms if cuda else host_ms
+        out = {"steps": n, "p50_ms": float(np.percentile(src, 50)), "p99_ms": float(np.percentile(src, 99)),
+               "clock": "cuda events" if cuda else "host clock", "mode": _mode(env)}
+        if cuda:
+            out["host_p50_ms"] = float(np.percentile(host_ms, 50))
+            out["host_p99_ms"] = float(np.percentile(host_ms, 99))
+        return out
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        return {"error": f"{type(e).__name__}: {e}"[:300], "oom": _is_oom(e)}
+    finally:
+        if env is not None:
+            env.close()
+        del env
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _spec(world):
+    from odyssey_gym.worlds import get_world
+
+    return get_world(world)
+
+
+# ---------------------------------------------------------------------------------------------- real engine
+
+
+def _engine_worker(world: str, worker: int, seconds: float, out_q, go) -> None:
+    """One engine process: start the engine, say ready, wait for go, step random actions for `seconds`."""
+    env = None
+    try:
+        from odyssey_gym.worlds import make_real_env
+
+        spec = _spec(world)
+        env = make_real_env(spec, render_mode=None)
+        space = spec.action_space()
+        space.seed(1000 + worker)
+        acts = [space.sample() for _ in range(1024)]
+        env.reset(seed=worker)
+        out_q.put(("ready", worker, None))
+        if not go.wait(120):
+            out_q.put(("error", worker, "never got the go signal"))
+            return
+        steps, ep = 0, 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while True:
+            _, _, term, trunc, _ = env.step(acts[steps & 1023])
+            steps += 1
+            if term or trunc:
+                ep += 1
+                env.reset(seed=worker + 1000 * ep)  # episode resets count: they are part of stepping an engine
+            if (steps & 15) == 0 and time.perf_counter() >= end:
+                break
+        out_q.put(("done", worker, (steps, time.perf_counter() - t0)))
+    except BaseException:  # noqa: BLE001
+        out_q.put(("error", worker, traceback.format_exc()))
+    finally:
+        if env is not None:
+            env.close()
+
+
+def engine_speed(world: str, workers: int, seconds: float) -> dict:
+    """Aggregate steps/s of `workers` engine processes stepping together for `seconds` (start-up not timed)."""
+    ctx = mp.get_context("spawn")
+    q, go = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_engine_worker, args=(world, w, seconds, q, go), daemon=True) for w in range(workers)]
+    for p in procs:
+        p.start()
+    ready, results, errors = set(), {}, []
+    deadline = time.monotonic() + 120 + seconds
+    try:
+        while len(results) + len(errors) < workers and time.monotonic() < deadline:
+            try:
+                kind, w, payload = q.get(timeout=1.0)
+            except queue_mod.Empty:
+                if not any(p.is_alive() for p in procs):
+                    errors.append(f"engine workers exited (exit codes {[p.exitcode for p in procs]})")
+                    break
+                continue
+            if kind == "ready":
+                ready.add(w)
+                if len(ready) == workers:
+                    go.set()
+            elif kind == "done":
+                results[w] = payload
+            else:
+                errors.append(str(payload))
+        if len(results) + len(errors) < workers and not errors:
+            errors.append("timed out waiting for engine workers")
+    finally:
+        go.set()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+    if errors:
+        return {"workers": workers, "error": errors[0].strip().splitlines()[-1][:300], "details": errors}
+    steps = sum(s for s, _ in results.values())
+    rate = sum(s / dt for s, dt in results.values())
+    return {"workers": workers, "seconds": seconds, "steps": steps, "steps_per_s": rate,
+            "per_process": rate / workers}
+
+
+# ---------------------------------------------------------------------------------------------- main job
+
+
+def main_job(weights_root: str | None, device: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "main_job.mp4"
+        cmd = [sys.executable, "-m", "odyssey_gym.cli", "record", "--world", "doom-explore", "--steps", "300",
+               "--out", str(out)]
+        if device != "auto":
+            cmd += ["--device", device]
+        if weights_root:
+            cmd += ["--weights", str(Path(weights_root) / "doom-explore")]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        res = {"command": "odyssey-gym record --world doom-explore --steps 300 --out <tmp>.mp4"
+                          + (f" --device {device}" if device != "auto" else "")
+                          + (" --weights <weights-root>/doom-explore" if weights_root else ""),
+               "wall_s": wall, "returncode": proc.returncode, "mp4_bytes": out.stat().st_size if out.exists() else 0}
+        if proc.returncode != 0:
+            res["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            res["error"] = res["error"][0][:300]
+            print(proc.stderr, file=sys.stderr)
+        return res
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+
+
+def _fmt(x: float) -> str:
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 0.1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "n/a"
+    r = a / b
+    return f"{r:.3g}x"
+
+
+def render_section(res: dict) -> str:
+    m = res["machine"]
+    lines = [f"## Speed: {m['name']}", ""]
+    lines.append(
+        f"{res['date']}, torch {m['torch']}, device `{m['device']}`, CPU: {m['cpu']} ({m['cpu_cores']} cores), "
+        f"vizdoom {m.get('vizdoom', 'n/a')}, load average at start {m['loadavg']}."
+    )
+    lines.append("")
+    lines.append(f"Command: `{res['command']}`")
+    lines.append("")
+    for w in res["worlds"]:
+        lines.append(f"### {w['world']} ({w['frame']} frames, frame skip {w['frame_skip']}; weights `{w['weights']}`)")
+        lines.append("")
+        eng, eng1 = w.get("engine") or {}, w.get("engine_1") or {}
+        eng_rate = eng.get("steps_per_s")
+        lines.append(f"| num_envs | world-model steps/s | ms per batched step | mode | ÷ engine ({eng.get('workers', '?')} proc) |")
+        lines.append("|---:|---:|---:|---|---:|")
+        for r in w["env"]:
+            if "error" in r:
+                what = "out of memory, skipped" if r.get("oom") else f"FAILED: {r['error']}"
+                lines.append(f"| {r['num_envs']} | {what} | | | |")
+            elif r.get("skipped"):
+                lines.append(f"| {r['num_envs']} | skipped ({r['skipped']}) | | | |")
+            else:
+                mode = f"{r['mode']}, {r['dtype']}" + (f", peak {r['peak_gib']} GiB" if r.get("peak_gib") is not None else "")
+                lines.append(f"| {r['num_envs']} | {_fmt(r['steps_per_s'])} | {_fmt(r['ms_per_step'])} | {mode} | "
+                             f"{_ratio(r['steps_per_s'], eng_rate)} |")
+        lines.append("")
+        lat = w.get("latency") or {}
+        if "error" in lat:
+            lines.append(f"- Action-to-frame latency, num_envs 1: FAILED: {lat['error']}")
+        elif lat:
+            extra = f"; host clock p50 {lat['host_p50_ms']:.2f} ms, p99 {lat['host_p99_ms']:.2f} ms" if "host_p50_ms" in lat else ""
+            lines.append(f"- Action-to-frame latency, num_envs 1 ({lat['clock']}, {lat['steps']} steps): "
+                         f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms{extra}")
+        for label, e in ((f"{eng.get('workers', '?')} processes", eng), ("1 process", eng1)):
+            if not e:
+                continue
+            if "error" in e:
+                lines.append(f"- Real engine (ViZDoom), {label}: FAILED: {e['error']}")
+            else:
+                lines.append(f"- Real engine (ViZDoom), {label}, {e['seconds']:g} s, random actions: "
+                             f"{_fmt(e['steps_per_s'])} steps/s ({_fmt(e['per_process'])} per process)")
+        best = w.get("best")
+        if best:
+            lines.append(f"- World model ÷ engine: best (num_envs {best['num_envs']}) {_fmt(best['steps_per_s'])} ÷ "
+                         f"{_fmt(eng_rate) if eng_rate else 'n/a'} = **{_ratio(best['steps_per_s'], eng_rate)}**; "
+                         f"num_envs 1 ÷ one engine process = **{_ratio(w.get('env1_rate'), eng1.get('steps_per_s'))}**")
+        lines.append("")
+    mj = res.get("main_job")
+    if mj:
+        status = "ok" if mj["returncode"] == 0 else f"FAILED (exit {mj['returncode']}: {mj.get('error', '')})"
+        lines.append(f"Main job (`{mj['command']}`): **{mj['wall_s']:.1f} s** wall, start-up included, {status}.")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_section(path: str | Path, section: str) -> None:
+    """Insert `section` (starting with a '## ' heading) into the markdown file, replacing a same-heading one."""
+    path = Path(path)
+    heading = section.splitlines()[0].strip()
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nWritten by `odyssey-gym bench`; one section per machine.\n"
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == heading), None)
+    if start is None:
+        new = text.rstrip() + "\n\n" + section
+    else:
+        end = next((j for j in range(start + 1, len(lines)) if re.match(r"^#{1,2} ", lines[j])), len(lines))
+        before = "\n".join(lines[:start]).rstrip()
+        after = "\n".join(lines[end:]).strip()
+        new = (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
+    path.write_text(new)
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+def _parse_ints(s: str, what: str) -> list[int]:
+    try:
+        vals = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--{what} must be comma-separated integers, got {s!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise SystemExit(f"--{what} must be positive integers, got {s!r}")
+    return vals
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from odyssey_gym.envs.vector_env import resolve_device
+
+    worlds = [w.strip() for w in args.worlds.split(",") if w.strip()]
+    num_envs = _parse_ints(args.num_envs, "num-envs")
+    if args.steps < 1 or args.repeats < 1:
+        print("--steps and --repeats must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        device = resolve_device(args.device)
+        specs = [_spec(w) for w in worlds]
+    except (ValueError, KeyError) as e:
+        print(f"odyssey-gym bench: {e}", file=sys.stderr)
+        return 2
+    workers = args.engine_workers or _cpu_count()
+    weights = {}
+    for s in specs:
+        if args.weights_root:
+            d = Path(args.weights_root) / s.name
+            if not (d / "config.json").is_file():
+                print(f"odyssey-gym bench: no weights for {s.name!r} at {d}", file=sys.stderr)
+                return 2
+            weights[s.name] = str(d)
+        else:
+            weights[s.name] = None
+
+    try:
+        import vizdoom
+
+        vz = getattr(vizdoom, "__version__", "?")
+    except Exception as e:  # noqa: BLE001
+        vz = f"not importable ({type(e).__name__})"
+    machine = {
+        "name": machine_name(device), "device": str(device), "torch": torch.__version__, "cpu": cpu_model(),
+        "cpu_cores": _cpu_count(), "vizdoom": vz,
+        "loadavg": ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a",
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        machine["cuda"] = torch.version.cuda
+    cmd = "odyssey-gym bench " + " ".join(a for a in sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "bench" else "odyssey-gym bench"
+    res = {"date": _dt.date.today().isoformat(), "machine": machine, "command": cmd, "worlds": []}
+    failed = False
+    print(f"bench on {machine['name']} (device {device}, torch {torch.__version__}, engine workers {workers})", file=sys.stderr)
+
+    for spec in specs:
+        w = {"world": spec.name, "frame": f"{spec.frame_size[0]}x{spec.frame_size[1]}", "frame_skip": spec.frame_skip,
+             "weights": weights[spec.name] or f"shipped ({spec.name})", "env": []}
+        stop_reason = None
+        for n in num_envs:
+            if stop_reason:
+                w["env"].append({"num_envs": n, "skipped": stop_reason})
+                continue
+            r = time_env(spec.name, n, device, weights[spec.name], args)
+            w["env"].append(r)
+            if "error" in r:
+                if r.get("oom"):
+                    stop_reason = f"out of memory at num_envs {n}"
+                else:
+                    failed = True
+                print(f"  {spec.name} num_envs {n}: {'OOM' if r.get('oom') else 'FAILED'} {r['error']}", file=sys.stderr)
+            else:
+                print(f"  {spec.name} num_envs {n}: {r['steps_per_s']:.3f} steps/s ({r['mode']})", file=sys.stderr)
+        w["latency"] = time_latency(spec.name, device, weights[spec.name], args)
+        failed |= "error" in w["latency"]
+        print(f"  {spec.name} latency: {w['latency']}", file=sys.stderr)
+        w["engine"] = engine_speed(spec.name, workers, args.engine_seconds)
+        w["engine_1"] = w["engine"] if workers == 1 else engine_speed(spec.name, 1, args.engine_seconds)
+        for e in (w["engine"], w["engine_1"]):
+            if "error" in e:
+                failed = True
+                print(f"  {spec.name} engine x{e['workers']} FAILED:\n" + "\n".join(e.get("details", [])), file=sys.stderr)
+        print(f"  {spec.name} engine: x{workers} {w['engine'].get('steps_per_s')}, x1 {w['engine_1'].get('steps_per_s')} steps/s",
+              file=sys.stderr)
+        ok = [r for r in w["env"] if "steps_per_s" in r]
+        if ok:
+            best = max(ok, key=lambda r: r["steps_per_s"])
+            w["best"] = {"num_envs": best["num_envs"], "steps_per_s": best["steps_per_s"]}
+            one = [r for r in ok if r["num_envs"] == 1]
+            w["env1_rate"] = one[0]["steps_per_s"] if one else None
+            w["ratio_best_vs_engine"] = (best["steps_per_s"] / w["engine"]["steps_per_s"]
+                                         if w["engine"].get("steps_per_s") else None)
+            w["ratio_1_vs_1_engine"] = (w["env1_rate"] / w["engine_1"]["steps_per_s"]
+                                        if w["env1_rate"] and w["engine_1"].get("steps_per_s") else None)
+        res["worlds"].append(w)
+
+    if args.main_job:
+        res["main_job"] = main_job(args.weights_root, args.device)
+        failed |= res["main_job"]["returncode"] != 0
+        print(f"  main job: {res['main_job']['wall_s']:.1f} s (exit {res['main_job']['returncode']})", file=sys.stderr)
+
+    section = render_section(res)
+    write_section(args.out, section)
+    print(section)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+    return 1 if failed else 0

@@ -1,0 +1,52 @@
+"""`odyssey-gym bench` on CPU with tiny weights: the section is written with real numbers and replaced on a rerun."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from odyssey_gym.cli import main
+from odyssey_gym.envs.testing import make_tiny_weights
+
+pytest.importorskip("vizdoom")
+
+
+def test_bench_writes_and_replaces_section(tmp_path):
+    root = tmp_path / "weights"
+    make_tiny_weights("doom-takecover", root / "doom-takecover")
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\nintro\n\n## Speed: some other machine\n\nkeep me\n")
+    js = tmp_path / "bench.json"
+    argv = ["bench", "--worlds", "doom-takecover", "--num-envs", "1,4", "--device", "cpu", "--steps", "2",
+            "--repeats", "2", "--latency-steps", "3", "--engine-workers", "1", "--engine-seconds", "1",
+            "--weights-root", str(root), "--out", str(out), "--json", str(js)]
+    assert main(argv) == 0
+
+    text = out.read_text()
+    heads = re.findall(r"^## Speed: (.+)$", text, re.M)
+    assert len(heads) == 2 and "some other machine" in heads and "keep me" in text
+    sec = text[text.index(f"## Speed: {heads[-1]}"):] if heads[0] == "some other machine" else text
+    for n in (1, 4):
+        row = re.search(rf"^\| {n} \| ([0-9.,]+) \| ([0-9.,]+) \|", sec, re.M)
+        assert row and float(row.group(1).replace(",", "")) > 0, sec
+    assert re.search(r"latency, num_envs 1 .*p50 [0-9.]+ ms, p99 [0-9.]+ ms", sec)
+    m = re.search(r"Real engine \(ViZDoom\), 1 processes?, .*: ([0-9.,]+) steps/s", sec)
+    assert m and float(m.group(1).replace(",", "")) > 0, sec
+    assert re.search(r"World model ÷ engine: .*= \*\*[0-9.e+-]+x\*\*; .* = \*\*[0-9.e+-]+x\*\*", sec)
+
+    res = json.loads(js.read_text())
+    w = res["worlds"][0]
+    assert [r["num_envs"] for r in w["env"]] == [1, 4] and all(r["steps_per_s"] > 0 for r in w["env"])
+    assert w["engine"]["steps_per_s"] > 0 and w["ratio_best_vs_engine"] > 0
+
+    argv2 = argv.copy()
+    argv2[argv2.index("1,4")] = "1"  # a cheaper rerun: same machine, so the section is replaced
+    argv2[argv2.index("--repeats") + 1] = "1"
+    assert main(argv2) == 0
+    text2 = out.read_text()
+    heads2 = re.findall(r"^## Speed: (.+)$", text2, re.M)
+    assert sorted(heads2) == sorted(heads)  # replaced, not duplicated
+    assert text2.count("### doom-takecover") == 1 and "keep me" in text2
+    assert not re.search(r"^\| 4 \|", text2, re.M)  # the old section's rows are gone
