@@ -340,8 +340,7 @@ def test_policy_adapters():
 
 
 def test_minari_round_trip(recorded, tmp_path, monkeypatch):
-    pytest.importorskip("minari")
-    pytest.importorskip("h5py")  # minari's default storage backend
+    import h5py  # noqa: F401  (minari's default storage backend; the [test] extra installs minari[hdf5])
     from odyssey_gym.data.minari_io import export_minari, import_minari
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
