@@ -31,14 +31,14 @@ def test_record_video_single(weights, tmp_path):
     import odyssey_gym  # noqa: F401
 
     env = gym.make("odyssey_gym/DoomTakeCover-v0", weights=weights, max_episode_steps=12)
-    env = RecordVideo(env, str(tmp_path), episode_trigger=lambda e: True, name_prefix="single")
+    env = RecordVideo(env, str(tmp_path / "videos"), episode_trigger=lambda e: True, name_prefix="single")
     env.reset(seed=0)
     done = False
     while not done:
         _, _, term, trunc, _ = env.step(env.action_space.sample())
         done = term or trunc
     env.close()
-    videos = sorted(tmp_path.glob("single*.mp4"))
+    videos = sorted((tmp_path / "videos").glob("single*.mp4"))
     assert len(videos) == 1
     n, shape = n_frames(videos[0])
     assert shape == (64, 64, 3)
@@ -51,12 +51,12 @@ def test_record_video_vector_tiled(weights, tmp_path):
     from odyssey_gym.envs.vector_env import WorldModelVectorEnv
 
     envs = WorldModelVectorEnv("doom-takecover", num_envs=4, weights=weights)
-    envs = RecordVideo(envs, str(tmp_path), step_trigger=lambda s: s == 0, video_length=10, name_prefix="vec")
+    envs = RecordVideo(envs, str(tmp_path / "videos"), step_trigger=lambda s: s == 0, video_length=10, name_prefix="vec")
     envs.reset(seed=0)
     for _ in range(12):
         envs.step(envs.action_space.sample())
     envs.close()
-    videos = sorted(tmp_path.glob("vec*.mp4"))
+    videos = sorted((tmp_path / "videos").glob("vec*.mp4"))
     assert len(videos) == 1
     n, shape = n_frames(videos[0])
     assert n == 11  # the reset frame + video_length steps
