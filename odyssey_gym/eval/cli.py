@@ -81,9 +81,14 @@ def run(args) -> int:
     skw = {} if args.sampling_steps is None else {"sampling_steps": args.sampling_steps}
     horizons = [int(h) for h in args.horizons.split(",")]
     sampler = Sampler(model, batch_size=args.windows, device=device, **skw)
+    def save_partial():  # a long run that is cut off still leaves every number measured so far
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+
     report["autoencoder"] = autoencoder_psnr(model, flat, seed=args.seed)
     report["fidelity"] = horizon_fidelity(sampler, flat, k, horizons, args.windows, args.seed)
     report["heads"] = head_accuracy(sampler, flat, k, windows=4 * args.windows, seed=args.seed)
+    save_partial()
+    print(json.dumps({k_: report[k_] for k_ in ("autoencoder", "fidelity", "heads")}), flush=True)
     strip_real, strip_gen = _strip(sampler, flat, k, args.seed)
     del sampler
 
@@ -106,8 +111,11 @@ def run(args) -> int:
                 speed.setdefault("failed_modes", []).append(f"batch {b} {mode}: {type(e).__name__}: {e}"[:300])
                 print(f"speed: {mode} failed at batch {b}: {e}")
     report["speed"] = speed
+    save_partial()
+    print(json.dumps({"speed": speed}), flush=True)
     if args.rollout_steps:
-        s = Sampler(model, batch_size=args.rollout_envs, device=device, **skw)
+        graph = device.type == "cuda" and not any("cuda_graph" in f for f in speed.get("failed_modes", []))
+        s = Sampler(model, batch_size=args.rollout_envs, device=device, cuda_graph=graph, **skw)
         roll = long_rollout(s, spec, bank_f[: args.rollout_envs], bank_a[: args.rollout_envs], steps=args.rollout_steps,
                             seed=args.seed, keep_every=max(1, int(spec.fps)))
         kept = roll.pop("kept_frames")
