@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("report")
     ap.add_argument("--gpu", default=None)
     ap.add_argument("--notes", default="", help="a paragraph on what limits the numbers")
+    ap.add_argument("--commit", default=None, help="the commit that trained (when the GPU copy had no .git)")
+    ap.add_argument("--reproduce", default="", help="markdown: the commands that made the data, weights and report")
     a = ap.parse_args()
     wdir = ROOT / "odyssey_gym" / "weights" / a.world
     summary = json.loads((wdir / "train_summary.json").read_text())
@@ -80,7 +82,7 @@ def main() -> None:
         f"{summary['data']['episodes']} episodes, {_seed_summary(summary['data']['seeds'])}.",
         f"- Steps: autoencoder {summary['steps']['ae']}, dynamics {summary['steps']['dyn']}; "
         f"{summary['gpu_minutes']} GPU-minutes on {a.gpu or 'the GPU'} (two runs shared the GPU).",
-        f"- Code: commit {summary.get('git_commit')}.",
+        f"- Code: commit {a.commit or summary.get('git_commit')}.",
         f"- Held-out evaluation data: {report['data']['frames']} frames, {report['data']['episodes']} episodes, seeds "
         f"{', '.join(map(str, report['data']['seeds'][:8]))}{' ...' if len(report['data']['seeds']) > 8 else ''} "
         "(recorded with a base seed the training data never used; disjoint from the training seeds).",
@@ -92,6 +94,8 @@ def main() -> None:
         "",
         render_markdown(report),
     ]
+    if a.reproduce:
+        lines += ["## Reproduce", "", a.reproduce, ""]
     if a.notes:
         lines += ["## What limits these numbers", "", a.notes, ""]
     (wdir / "MODEL_CARD.md").write_text("\n".join(lines))

