@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from ..fsutil import fsync_dir
 
 FORMAT_NAME = "odyssey-gym-dataset"
 FORMAT_VERSION = 1
@@ -207,17 +208,6 @@ def _sha256(data) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _atomic_write(path: Path, data, fsync: bool = False) -> None:
@@ -405,7 +395,7 @@ class DatasetWriter:
             os.sync()  # every episode file reaches the disk before a manifest that lists it (one call per commit)
         _atomic_write(self.path / MANIFEST, data, self.fsync)
         if self.fsync:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         self._dirty = False
         self._last_commit = time.monotonic()
 

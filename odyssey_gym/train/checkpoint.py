@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig, diff_configs
+from ..fsutil import fsync_dir
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
@@ -44,17 +45,6 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
@@ -74,7 +64,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
