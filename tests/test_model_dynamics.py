@@ -195,3 +195,21 @@ def test_rope_exactly_periodic_and_relative():
         for p in (7, 4095, 10**9 + 3):
             torch.testing.assert_close(score(p + d, p), ref, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(score(1, 0), score(2, 0))
+
+
+def test_term_pos_weight_scales_only_terminal_frames():
+    """Class weighting of the termination BCE: terminal frames count pos_weight times, others unchanged."""
+    z, _, a = inputs(T=5)
+    r = torch.zeros(2, 5)
+    ctx = torch.ones(2, 5, dtype=torch.bool)  # every frame context-like: all feed the heads
+    none = torch.zeros(2, 5, dtype=torch.bool)
+    some = none.clone()
+    some[:, 2] = True
+    bce = {}
+    for w in (1.0, 10.0):
+        dyn = tiny_dynamics(term_pos_weight=w)
+        for name, term in (("none", none), ("some", some)):
+            _, m = dyn.loss(z, a, r, term, context_mask=ctx, generator=torch.Generator().manual_seed(0))
+            bce[w, name] = float(m["term_bce"])
+    assert bce[1.0, "none"] == pytest.approx(bce[10.0, "none"])  # no terminal frame: weight is irrelevant
+    assert bce[10.0, "some"] > 2 * bce[1.0, "some"]

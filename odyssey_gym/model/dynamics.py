@@ -55,6 +55,8 @@ class DynamicsConfig:
     # head loss weights
     reward_weight: float = 1.0
     term_weight: float = 1.0
+    # deaths are ~1% of frames or fewer: weight the positive class so the head learns to fire at all
+    term_pos_weight: float = 1.0
 
     def __post_init__(self):
         self.latent_size = tuple(int(s) for s in self.latent_size)
@@ -387,7 +389,8 @@ class Dynamics(nn.Module):
             loss = loss + cfg.reward_weight * r_mse
             metrics["reward_mse"] = r_mse.detach()
         if terminated is not None:
-            bce = F.binary_cross_entropy_with_logits(t, terminated.float(), reduction="none")
+            pos_weight = torch.tensor(cfg.term_pos_weight, device=t.device, dtype=t.dtype)
+            bce = F.binary_cross_entropy_with_logits(t, terminated.float(), pos_weight=pos_weight, reduction="none")
             t_bce = (bce * hm).sum() / n_head
             loss = loss + cfg.term_weight * t_bce
             metrics["term_bce"] = t_bce.detach()
