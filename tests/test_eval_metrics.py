@@ -1,0 +1,180 @@
+"""Eval metrics on tiny synthetic worlds where the right answer is known (issue 5).
+
+The toy world: 16x16 frames, dim noisy background, a bright 3x3 square; action LEFT moves it 2 px left,
+RIGHT 2 px right, NOOP leaves it (an action that would leave the frame is never drawn). The shuffled world
+has the same frames with the actions permuted across all transitions, so actions are independent of motion.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from odyssey_gym.data.windows import FlatData
+from odyssey_gym.eval.metrics import psnr, ssim
+from odyssey_gym.eval.probe import Probe, controllability, probe_accuracy, real_pairs, train_probe
+from odyssey_gym.eval.realism import frame_features, frechet_distance, realism_distance
+from odyssey_gym.worlds.spec import WorldSpec
+
+TOY = WorldSpec(name="toy-square", version=1, env_id="none", engine="gymnasium", scenario="none", doom_map=None,
+                buttons=("MOVE_LEFT", "MOVE_RIGHT"), action_kind="discrete", discrete_actions=((1, 0), (0, 1), (0, 0)),
+                frame_size=(16, 16))
+TOY_MB = WorldSpec(name="toy-square-mb", version=1, env_id="none", engine="gymnasium", scenario="none", doom_map=None,
+                   buttons=("MOVE_RIGHT", "MOVE_DOWN"), action_kind="multibinary", frame_size=(16, 16))
+S, SQ, STEP = 16, 3, 2
+
+
+def _draw(rng, y, x):
+    f = rng.integers(0, 40, size=(S, S, 3)).astype(np.uint8)
+    f[y: y + SQ, x: x + SQ] = 230
+    return f
+
+
+def toy_world(seed: int, episodes: int = 20, length: int = 40, shuffled: bool = False, multibinary: bool = False) -> FlatData:
+    rng = np.random.default_rng(seed)
+    frames, actions, ep = [], [], []
+    hi = S - SQ
+    for e in range(episodes):
+        y, x = rng.integers(0, hi + 1, size=2)
+        for t in range(length):
+            a = np.zeros(2 if multibinary else 3, np.float32)
+            if t > 0:
+                if multibinary:  # button 0: right by STEP (wraps to 0 past the edge), button 1: down likewise
+                    bx, by = rng.integers(0, 2, size=2)
+                    x = (x + STEP * bx) if x + STEP * bx <= hi else 0
+                    y = (y + STEP * by) if y + STEP * by <= hi else 0
+                    a[:] = (bx, by)
+                else:
+                    ok = [c for c, dx in enumerate((-STEP, STEP, 0)) if 0 <= x + dx <= hi]
+                    c = int(rng.choice(ok))
+                    x += (-STEP, STEP, 0)[c]
+                    a[c] = 1
+            frames.append(_draw(rng, y, x))
+            actions.append(a)
+            ep.append(e)
+    actions = np.stack(actions)
+    ep = np.array(ep, np.int32)
+    first = np.r_[True, ep[1:] != ep[:-1]]
+    if shuffled:  # permute the actions of all non-first frames: same marginals, independent of the motion
+        idx = np.flatnonzero(~first)
+        actions[idx] = actions[rng.permutation(idx)]
+    n = len(ep)
+    return FlatData(frames=np.stack(frames), actions=actions, rewards=np.zeros(n, np.float32),
+                    terminated=np.zeros(n, bool), first=first, episode=ep)
+
+
+def _pairs(flat):
+    return real_pairs(flat, flat.window_starts(2))
+
+
+# ------------------------------------------------------------------ PSNR / SSIM
+
+
+def test_psnr_ssim_identical_and_different():
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8))
+    assert torch.isinf(psnr(a, a.clone())).all()
+    assert torch.allclose(ssim(a, a.clone()), torch.ones(4, dtype=torch.float64), atol=1e-12)
+    b = a.clone()
+    b[..., 0] ^= 0x40  # a real difference: finite PSNR, SSIM below 1
+    assert torch.isfinite(psnr(a, b)).all()
+    assert (ssim(a, b) < 0.99).all()
+    # known value: a constant error of 1 level everywhere -> 10 log10(255^2) dB
+    c = torch.full((1, 8, 8, 3), 100, dtype=torch.uint8)
+    assert float(psnr(c, c + 1)) == pytest.approx(20 * math.log10(255), abs=1e-9)
+
+
+# ------------------------------------------------------------------ Fréchet distance
+
+
+def test_frechet_identical_zero_and_shift_grows():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(500, 8)) @ rng.normal(size=(8, 8))
+    assert frechet_distance(a, a.copy()) == pytest.approx(0.0, abs=1e-8)
+    # closed form for Gaussians with equal covariance: d = |mu_a - mu_b|^2
+    assert frechet_distance(a, a + 3.0) == pytest.approx(8 * 9.0, rel=1e-9)
+    # diagonal covariances: d = sum (sqrt(va) - sqrt(vb))^2 when the means agree
+    x = rng.normal(size=(4000, 3)) * np.array([1.0, 2.0, 3.0])
+    x -= x.mean(0)
+    y = x * 2.0
+    va, vb = x.var(0, ddof=1), y.var(0, ddof=1)
+    assert frechet_distance(x, y) == pytest.approx(float(((np.sqrt(va) - np.sqrt(vb)) ** 2).sum()), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def toy_probe():
+    return train_probe(toy_world(0), TOY, steps=300, batch=64, seed=0)
+
+
+def test_realism_on_probe_features(toy_probe):
+    real = toy_world(1).frames
+    feats = frame_features(toy_probe, real)
+    assert feats.shape == (len(real), toy_probe.config.feature_dim) and np.isfinite(feats).all()
+    same = realism_distance(toy_probe, real, real.copy())
+    assert same == pytest.approx(0.0, abs=1e-6)
+    other_real = realism_distance(toy_probe, real, toy_world(2).frames)  # same distribution, other samples
+    # shifted distribution: the square is gone (only the dim background), frames are darker
+    shifted = np.random.default_rng(3).integers(0, 40, size=real.shape).astype(np.uint8)
+    far = realism_distance(toy_probe, real, shifted)
+    assert far > 10 * max(other_real, 1e-6)
+
+
+# ------------------------------------------------------------------ inverse-dynamics probe / controllability
+
+
+def test_probe_learns_controllable_world(toy_probe, tmp_path):
+    test = toy_world(5)
+    ft, ft1, act = _pairs(test)
+    acc = probe_accuracy(toy_probe, ft, ft1, act)
+    assert acc["transitions"] == len(ft)
+    assert set(acc["per_action"]) == {"MOVE_LEFT", "MOVE_RIGHT", "NOOP"}
+    assert acc["mean"] > 0.9, acc
+    assert min(acc["per_action"].values()) > 0.8, acc
+    assert acc["mean_chance"] == pytest.approx(1 / 3)
+    assert np.array(acc["confusion"]).sum() == len(ft)
+    # save / load round trip gives the same predictions
+    loaded = Probe.load(toy_probe.save(tmp_path / "probe"))
+    assert probe_accuracy(loaded, ft, ft1, act) == acc
+    # "generated" transitions whose second frame ignores the action (copy of frame t): controllability collapses
+    gen = probe_accuracy(toy_probe, ft, ft, act)
+    ctrl = controllability(gen, acc)
+    assert ctrl["mean"] < 0.6 and controllability(acc, acc)["mean"] == 1.0
+
+
+def test_shuffled_action_world_is_chance_level():
+    """A probe that cannot see the action in the frames scores chance.
+
+    The balanced accuracy (mean per-action recall) of any predictor independent of the true labels has
+    expectation exactly 1/K. On held-out shuffled data the labels are independent of the frames, so the
+    prediction is independent of the label; each recall is a mean of n_c independent Bernoullis, variance
+    <= 1/(4 n_c), so the balanced accuracy has sd <= sqrt(sum_c 1/(4 n_c)) / K ~ 0.5/sqrt(n) for balanced
+    classes. With n ~ 1500 held-out transitions, sd <= ~0.013; we allow 0.08 (> 5 sd).
+    """
+    probe = train_probe(toy_world(10, shuffled=True), TOY, steps=300, batch=64, seed=0)
+    test = toy_world(11, episodes=40, shuffled=True)
+    ft, ft1, act = _pairs(test)
+    acc = probe_accuracy(probe, ft, ft1, act)
+    assert acc["transitions"] >= 1500
+    assert abs(acc["mean"] - 1 / 3) < 0.08, acc
+    # the same held-out frames with their true (unshuffled) actions are still not predictable by this probe
+    true = toy_world(11, episodes=40)
+    assert abs(probe_accuracy(probe, *_pairs(true))["mean"] - 1 / 3) < 0.08
+
+
+def test_multibinary_probe_and_shuffle():
+    flat = toy_world(20, multibinary=True)
+    probe = train_probe(flat, TOY_MB, steps=300, batch=64, seed=0)
+    ft, ft1, act = _pairs(toy_world(21, multibinary=True))
+    acc = probe_accuracy(probe, ft, ft1, act)
+    assert set(acc["per_action"]) == {"MOVE_RIGHT", "MOVE_DOWN"}
+    assert acc["mean"] > 0.9, acc
+    assert np.array(acc["confusion"]["MOVE_RIGHT"]).sum() == len(ft)
+    # shuffled: a per-button prediction independent of the label scores q*p + (1-q)*(1-p) <= max(p, 1-p), the
+    # reported chance; with n ~ 780 held-out transitions its sd is <= 0.5/sqrt(n) ~ 0.018, we allow 0.09 (5 sd)
+    probe = train_probe(toy_world(22, multibinary=True, shuffled=True), TOY_MB, steps=300, batch=64, seed=0)
+    shuf = probe_accuracy(probe, *_pairs(toy_world(23, multibinary=True, shuffled=True)))
+    for name, v in shuf["per_action"].items():
+        assert v < shuf["chance"][name] + 0.09, shuf
