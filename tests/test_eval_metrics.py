@@ -178,3 +178,25 @@ def test_multibinary_probe_and_shuffle():
     shuf = probe_accuracy(probe, *_pairs(toy_world(23, multibinary=True, shuffled=True)))
     for name, v in shuf["per_action"].items():
         assert v < shuf["chance"][name] + 0.09, shuf
+
+
+def test_cli_probe_hook_on_tiny_model(toy_probe, tmp_path):
+    """The optional `eval --probe` path: real vs one-step generated transitions of a random tiny model."""
+    from odyssey_gym.envs.testing import make_tiny_weights
+    from odyssey_gym.eval.cli import _minute_realism, _probe_eval, render_markdown
+    from odyssey_gym.model import Sampler, WorldModel
+
+    model = WorldModel.from_pretrained(make_tiny_weights(TOY, tmp_path / "w"), device="cpu", dtype=torch.float32)
+    k = model.config.context_frames
+    flat = toy_world(6)
+    res = _probe_eval(Sampler(model, batch_size=8, device="cpu"), flat, k, toy_probe, n=20, seed=0)
+    assert res["transitions"] == 20
+    assert res["real"]["mean"] > 0.9  # real transitions of the toy world are fully controllable
+    # a random-init model does not move the square on command: far below the real accuracy
+    assert res["ratio"]["mean"] < 0.8 and res["one_step_realism_frechet"] > 0
+    mins = _minute_realism(toy_probe, flat, flat.frames[:25], per_min=20, keep_every=2, seed=0)
+    assert len(mins) == 3 and all(v is not None and v >= 0 for v in mins)
+    md = render_markdown({"world": "toy", "device": "cpu", "data": {"frames": 1, "episodes": 1}, "fidelity": {},
+                          "autoencoder": {"psnr": 1.0, "ssim": 1.0, "frames": 1}, "heads": {}, "speed": {},
+                          "controllability": res})
+    assert "Controllability" in md and "MOVE_LEFT" in md

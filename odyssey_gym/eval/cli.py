@@ -29,6 +29,9 @@ def add_arguments(p) -> None:
                    help="auto: bfloat16 on CUDA (the serving path), float32 on CPU")
     p.add_argument("--compile", action="store_true", help="CUDA graphs / torch.compile in the timed sampler")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probe", default=None,
+                   help="inverse-dynamics probe dir (probe.json + probe.safetensors, trained on real frames only): "
+                        "adds controllability and probe-feature realism (off by default)")
 
 
 def _device(name: str):
@@ -89,6 +92,16 @@ def run(args) -> int:
     report["heads"] = head_accuracy(sampler, flat, k, windows=4 * args.windows, seed=args.seed)
     save_partial()
     print(json.dumps({k_: report[k_] for k_ in ("autoencoder", "fidelity", "heads")}), flush=True)
+    probe = None
+    if args.probe:
+        from .probe import Probe
+
+        probe = Probe.load(args.probe, device=device)
+        if probe.config.world != spec.name:
+            raise SystemExit(f"probe is for world {probe.config.world!r}, not {spec.name!r}")
+        report["controllability"] = _probe_eval(sampler, flat, k, probe, 4 * args.windows, args.seed)
+        save_partial()
+        print(json.dumps({"controllability": report["controllability"]}), flush=True)
     strip_real, strip_gen = _strip(sampler, flat, k, args.seed)
     del sampler
 
@@ -119,6 +132,9 @@ def run(args) -> int:
         roll = long_rollout(s, spec, bank_f[: args.rollout_envs], bank_a[: args.rollout_envs], steps=args.rollout_steps,
                             seed=args.seed, keep_every=max(1, int(spec.fps)))
         kept = roll.pop("kept_frames")
+        if probe is not None and kept is not None:
+            roll["minute_realism_frechet"] = _minute_realism(probe, flat, kept, roll["frames_per_minute"],
+                                                             max(1, int(spec.fps)), args.seed)
         report["stability"] = roll
         if kept is not None:
             _write_video(out / "long_rollout.mp4", kept, fps=10)
@@ -131,6 +147,73 @@ def run(args) -> int:
     print(render_markdown(report))
     print(f"report written to {out}/report.json")
     return 0
+
+
+def _probe_eval(sampler, flat, k, probe, n, seed):
+    """The probe on n held-out real transitions and on the model's one-step transitions from the same contexts.
+
+    Real pair: (real frame t, real frame t+1); generated pair: (real frame t, model frame t+1 given the K real
+    frames up to t and the true action into t+1). Controllability = generated accuracy / real accuracy.
+    """
+    import numpy as np
+    import torch
+
+    from .fidelity import _gather
+    from .probe import controllability, probe_accuracy
+    from .realism import frame_features, frechet_distance
+
+    starts = flat.window_starts(k + 1)
+    if len(starts) == 0:
+        return {"transitions": 0}
+    chosen = np.random.default_rng(seed + 3).choice(starts, size=n, replace=len(starts) < n)
+    bs, device = sampler.B, sampler.device
+    mask = torch.ones(bs, dtype=torch.bool, device=device)
+    prev, real, gen, acts = [], [], [], []
+    for i in range(0, len(chosen), bs):
+        part = chosen[i : i + bs]
+        take = len(part)
+        if take < bs:
+            part = np.concatenate([part, np.repeat(part[:1], bs - take)])
+        idx = part[:, None] + np.arange(k + 1)[None, :]
+        frames, actions = _gather(flat, idx, device)
+        with torch.no_grad():
+            sampler.reset(frames[:, :k], actions[:, :k], mask)
+            g, _, _ = sampler.step(actions[:, k])
+        prev.append(frames[:take, k - 1].cpu())
+        real.append(frames[:take, k].cpu())
+        gen.append(g[:take].cpu())
+        acts.append(actions[:take, k].cpu())
+    prev, real, gen, acts = (torch.cat(x) for x in (prev, real, gen, acts))
+    acc_real = probe_accuracy(probe, prev, real, acts.numpy())
+    acc_gen = probe_accuracy(probe, prev, gen, acts.numpy())
+    return {
+        "transitions": int(len(prev)),
+        "real": acc_real,
+        "generated": acc_gen,
+        "ratio": controllability(acc_gen, acc_real),
+        "one_step_realism_frechet": frechet_distance(frame_features(probe, real), frame_features(probe, gen)),
+    }
+
+
+def _minute_realism(probe, flat, kept, per_min, keep_every, seed, real_frames=2048):
+    """Fréchet distance (probe-trunk features) of each minute's kept rollout frames against held-out real frames.
+
+    Only env 0's frames every `keep_every` steps are kept, so each minute has ~per_min/keep_every frames: a
+    noisy, small-sample estimate (biased upward); compare minutes with each other, not with other reports.
+    """
+    import numpy as np
+
+    from .realism import frame_features, frechet_distance
+
+    rng = np.random.default_rng(seed + 4)
+    idx = rng.choice(len(flat.frames), size=min(real_frames, len(flat.frames)), replace=False)
+    ref = frame_features(probe, flat.frames[np.sort(idx)])
+    minute = (np.arange(len(kept)) * keep_every) // per_min  # kept frame i was taken at step i * keep_every
+    out = []
+    for m in range(int(minute.max()) + 1 if len(kept) else 0):
+        part = kept[minute == m]
+        out.append(round(frechet_distance(ref, frame_features(probe, part)), 4) if len(part) >= 2 else None)
+    return out
 
 
 def _contexts(flat, k, n, seed):
@@ -238,6 +321,14 @@ def render_markdown(r: dict) -> str:
     for key, v in r["speed"].items():
         if key.startswith("batch_"):
             lines.append(f"| {v['batch_size']} | {v['latency_ms_p50']} | {v['latency_ms_p99']} | {v['frames_per_s']} | {v['mode']} |")
+    ct = r.get("controllability")
+    if ct and ct.get("transitions"):
+        lines += ["", f"Controllability (inverse-dynamics probe, {ct['transitions']} held-out transitions): "
+                  f"real accuracy {_fmt(ct['real']['mean'], 3)}, generated {_fmt(ct['generated']['mean'], 3)}, "
+                  f"ratio {_fmt(ct['ratio']['mean'], 3)} (target >= 0.95); one-step realism (Fréchet) "
+                  f"{_fmt(ct['one_step_realism_frechet'], 3)}.", "", "| action | real | generated | ratio |", "|---|---|---|---|"]
+        for a, v in ct["real"]["per_action"].items():
+            lines.append(f"| {a} | {_fmt(v, 3)} | {_fmt(ct['generated']['per_action'][a], 3)} | {_fmt(ct['ratio']['per_action'][a], 3)} |")
     st = r.get("stability")
     if st:
         lines += ["", f"Long rollout: {st['steps']} frames x {st['num_envs']} envs, {st['frames_per_minute']} frames per minute of game time.",
@@ -246,4 +337,7 @@ def render_markdown(r: dict) -> str:
             mem = st["minute_gpu_memory_mib"][i] if i < len(st["minute_gpu_memory_mib"]) else ""
             lines.append(f"| {i + 1} | {st['minute_pixel_mean'][i]} | {st['minute_pixel_std'][i]} | {st['minute_frame_std_mean'][i]} | "
                          f"{st['minute_flat_frames'][i]} | {st['minute_nonfinite_rewards'][i]} | {mem} |")
+        if st.get("minute_realism_frechet"):
+            lines += ["", "Realism per minute (Fréchet distance of probe features to held-out real frames; env 0, "
+                      "one frame per second): " + ", ".join(_fmt(v, 3) for v in st["minute_realism_frechet"])]
     return "\n".join(lines) + "\n"
