@@ -184,12 +184,8 @@ def time_env(world, num_envs: int, device, weights, args) -> dict:
             traceback.print_exc()
         return {"num_envs": num_envs, "oom": oom, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
     finally:
-        if env is not None:
-            env.close()
-        del env
-        gc.collect()
+        _release(env, device)
         if device.type == "cuda":
-            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
 
 
@@ -236,12 +232,7 @@ def time_latency(world, device, weights, args) -> dict:
         traceback.print_exc()
         return {"error": f"{type(e).__name__}: {e}"[:300], "oom": _is_oom(e)}
     finally:
-        if env is not None:
-            env.close()
-        del env
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        _release(env, device)
 
 
 def _spec(world):
@@ -563,3 +554,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
     return 1 if failed else 0
+
+
+def _release(env, device) -> None:
+    """Close an env and hand its device memory back before the next measurement."""
+    if env is not None:
+        env.close()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
