@@ -1,9 +1,4 @@
-"""Training loop tests (CPU, tiny model, tiny synthetic dataset written with the real dataset writer).
-
-The model is the real `odyssey_gym.model.WorldModel` (tiny preset) when it is importable; until then a
-stub with the same contract (`StubWorldModel` below) stands in, so the loop, checkpoints and resume are
-tested either way.
-"""
+"""Training loop tests (CPU, the real tiny model, tiny synthetic dataset written with the real dataset writer)."""
 
 from __future__ import annotations
 
@@ -12,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -24,109 +18,6 @@ from odyssey_gym.train import checkpoint as ckpt
 from odyssey_gym.train.config import ConfigError, from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-HERE = Path(__file__).resolve().parent
-
-
-def real_model_available() -> bool:
-    try:
-        from odyssey_gym.model import WorldModel, WorldModelConfig  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-# ============================================================================ stub model (same contract)
-
-
-class StubConfig:
-    def __init__(self, world, frame_size, action_dim, context_length=4, channels=4, latent_mean=None, latent_std=None):
-        self.world, self.frame_size, self.action_dim = world, tuple(frame_size), int(action_dim)
-        self.context_length, self.channels = context_length, channels
-        self.latent_mean, self.latent_std = latent_mean, latent_std
-
-    def to_dict(self):
-        return dict(vars(self), frame_size=list(self.frame_size))
-
-
-class StubAE(torch.nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.enc = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 4, 4), torch.nn.GELU(), torch.nn.Conv2d(16, c, 2, 2))
-        self.dec = torch.nn.Sequential(torch.nn.ConvTranspose2d(c, 16, 2, 2), torch.nn.GELU(), torch.nn.ConvTranspose2d(16, 3, 4, 4))
-
-    def encode(self, x):
-        return self.enc(x)
-
-    def decode(self, z):
-        return self.dec(z)
-
-
-class StubDynamics(torch.nn.Module):
-    """Predicts frame t from frame t-1 (noised: context-noise augmentation) and the action into t."""
-
-    def __init__(self, c, h, w, a):
-        super().__init__()
-        self.shape = (c, h, w)
-        d = c * h * w
-        self.net = torch.nn.Sequential(torch.nn.Linear(d + a, 128), torch.nn.GELU(), torch.nn.Linear(128, d + 2))
-
-    def _pred(self, zprev, act):
-        out = self.net(torch.cat([zprev.flatten(-3), act], -1))
-        return out[..., :-2].unflatten(-1, self.shape), out[..., -2], out[..., -1]
-
-    def loss(self, z, actions, rewards, terminated, loss_mask=None):
-        ctx = z[:, :-1] + 0.1 * torch.rand(z.shape[0], 1, 1, 1, 1) * torch.randn_like(z[:, :-1])
-        zp, r, t = self._pred(ctx, actions[:, 1:])
-        per = (zp - z[:, 1:]).pow(2).mean((-3, -2, -1)) + (r - rewards[:, 1:]).pow(2)
-        per = per + torch.nn.functional.binary_cross_entropy_with_logits(t, terminated[:, 1:].float(), reduction="none")
-        m = torch.ones_like(per) if loss_mask is None else loss_mask[:, 1:].float()
-        loss = (per * m).sum() / m.sum().clamp_min(1)
-        return loss, {"mse": (zp - z[:, 1:]).pow(2).mean().detach()}
-
-    def predict_next(self, z_ctx, actions):
-        return self._pred(z_ctx[:, -1], actions[:, -1])[0]
-
-
-class StubWorldModel(torch.nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        H, W = config.frame_size
-        self.ae = StubAE(config.channels)
-        self.dynamics = StubDynamics(config.channels, H // 8, W // 8, config.action_dim)
-
-    def save_pretrained(self, d, dtype=None):
-        from safetensors.torch import save_file
-
-        d = Path(d)
-        d.mkdir(parents=True, exist_ok=True)
-        sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()}
-        save_file(sd, str(d / "model.safetensors"))
-        (d / "config.json").write_text(json.dumps({"model_version": 0, **self.config.to_dict()}))
-
-    @classmethod
-    def from_pretrained(cls, d, device="cpu"):
-        from safetensors.torch import load_file
-
-        cfg = json.loads((Path(d) / "config.json").read_text())
-        cfg.pop("model_version")
-        m = cls(StubConfig(**cfg))
-        m.load_state_dict({k: v.float() for k, v in load_file(str(Path(d) / "model.safetensors")).items()})
-        return m
-
-
-def stub_build_model(model_cfg, world):
-    return StubWorldModel(StubConfig(world.name, world.frame_size, world.action_dim))
-
-
-def use_stub(monkeypatch=None):
-    from odyssey_gym.train import steps
-
-    if monkeypatch is not None:
-        monkeypatch.setattr(steps, "build_model", stub_build_model)
-    else:
-        steps.build_model = stub_build_model
-    return StubWorldModel
 
 
 # ============================================================================ data + config helpers
@@ -183,8 +74,6 @@ def dataset(tmp_path_factory) -> Path:
 def run_inproc(cfg_path, data, out, *extra, monkeypatch=None):
     from odyssey_gym.cli import main
 
-    if not real_model_available():
-        use_stub(monkeypatch)
     return main(["train", "--config", str(cfg_path), "--data", str(data), "--out", str(out), "--device", "cpu",
                  "--no-progress", *map(str, extra)])
 
@@ -247,8 +136,9 @@ def test_train_loss_down_resume_checks_and_export(tmp_path, dataset, capsys, mon
         assert len(vals) >= 3 and vals[-1] < vals[0], (tag, vals)
     assert len(ckpt.list_checkpoints(out)) == 2  # keep the last 2
     # export loads
-    Model = __import__("odyssey_gym.model", fromlist=["WorldModel"]).WorldModel if real_model_available() else StubWorldModel
-    m = Model.from_pretrained(exp)
+    from odyssey_gym.model import WorldModel
+
+    m = WorldModel.from_pretrained(exp)
     assert m.config.latent_mean is not None
     bank = np.load(exp / "start_bank.npz")
     assert bank["frames"].dtype == np.uint8 and bank["frames"].shape[0] == 4 and bank["frames"].shape[2:] == (64, 64, 3)
@@ -271,19 +161,6 @@ def test_train_loss_down_resume_checks_and_export(tmp_path, dataset, capsys, mon
     assert str(newest) in err and "previous good checkpoint" in err
 
 
-KILL_RUNNER = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, {here!r})
-    import test_train
-    if not test_train.real_model_available():
-        test_train.use_stub()
-    from odyssey_gym.cli import main
-    sys.exit(main(sys.argv[1:]))
-    """
-)
-
-
 def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
     cfg = write_config(tmp_path / "c.yaml", save_every_steps=5)
     # uninterrupted reference (in-process)
@@ -292,10 +169,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
     ref_state = final_state(ref)
 
     # same run in a subprocess, killed -9 once a mid-dynamics checkpoint appears, then resumed
-    runner = tmp_path / "runner.py"
-    runner.write_text(KILL_RUNNER.format(here=str(HERE)))
     out = tmp_path / "killed"
-    argv = [sys.executable, str(runner), "train", "--config", str(cfg), "--data", str(dataset), "--out", str(out),
+    argv = [sys.executable, "-m", "odyssey_gym.cli", "train", "--config", str(cfg), "--data", str(dataset), "--out", str(out),
             "--device", "cpu", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -325,7 +200,14 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
 def test_unroll_context_replaces_only_the_tail():
     from odyssey_gym.train.steps import unroll_context
 
-    dyn = StubDynamics(4, 2, 2, 3)
+    from odyssey_gym.model import Dynamics, DynamicsConfig
+
+    torch.manual_seed(0)
+    dyn = Dynamics(DynamicsConfig(latent_channels=4, latent_size=(2, 2), patch_size=1, n_layer=1, n_head=2, n_embd=32,
+                                  action_dim=3, context_frames=4, max_frames=6))
+    with torch.no_grad():  # the output layer starts at zero; randomise it so generated frames differ from the input
+        dyn.out.weight.normal_(0, 0.5)
+        dyn.out.bias.normal_(0, 0.5)
     z = torch.randn(4, 6, 4, 2, 2)
     b = {"z": z, "actions": torch.rand(4, 6, 3)}
     z2, mask = unroll_context(dyn, b, n_rows=2, unroll_len=2)

@@ -37,7 +37,7 @@ def verdicts(r: dict) -> list[str]:
                    f"({sp['mode']}), {'met' if sp['latency_ms_p50'] <= 5 else 'missed'}**.")
     st = r.get("stability")
     if st:
-        nan = sum(st["minute_nonfinite_rewards"]) + int(bool(st.get("sampler_nonfinite_flag")))
+        nan = sum(st["minute_nonfinite_rewards"])
         flat = sum(st["minute_flat_frames"])
         mem = st["minute_gpu_memory_mib"]
         flat_mem = (max(mem) - min(mem)) if mem else 0.0

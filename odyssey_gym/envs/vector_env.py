@@ -22,7 +22,6 @@ device (autoreset without a sync) and gives the same answer on the host.
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from pathlib import Path
@@ -115,16 +114,14 @@ def _load_weights(spec: WorldSpec, weights, start_bank):
     elif _is_model(weights):
         model = weights
         bank = start_bank
-        if bank is None:
-            src = getattr(weights, "pretrained_dir", None) or getattr(weights, "source_dir", None)
-            if src is not None:
-                bank = _bank_from_dir(om, Path(src), spec)
+        if bank is None and weights.pretrained_dir is not None:
+            bank = om.load_start_bank(weights.pretrained_dir)
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights)
         if not path.is_dir():
             raise FileNotFoundError(f"weights={str(weights)!r} is not a directory (expected a dir with config.json + *.safetensors)")
         model = om.WorldModel.from_pretrained(path)
-        bank = start_bank if start_bank is not None else _bank_from_dir(om, path, spec)
+        bank = start_bank if start_bank is not None else om.load_start_bank(path)
     else:
         raise TypeError(f"weights must be None (shipped weights), a directory path or a WorldModel, got {type(weights).__name__}")
 
@@ -142,29 +139,6 @@ def _load_weights(spec: WorldSpec, weights, start_bank):
     if actions is None:
         actions = np.zeros((*frames.shape[:2], spec.action_dim), np.float32)
     return model, frames, np.asarray(actions, dtype=np.float32)
-
-
-def _bank_from_dir(om, path: Path, spec: WorldSpec):
-    loader = getattr(om, "load_start_bank", None)
-    if loader is not None:
-        try:
-            return loader(path)
-        except (FileNotFoundError, KeyError, TypeError):
-            pass
-    for name in ("start_bank.npz", "starts.npz"):
-        f = path / name
-        if f.exists():
-            with np.load(f) as z:
-                return z["frames"], (z["actions"] if "actions" in z.files else None)
-    return None
-
-
-def _accepts(fn, name: str) -> bool:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False
-    return name in sig.parameters or any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
 
 
 # ----------------------------------------------------------------------------------------
@@ -282,14 +256,7 @@ class WorldModelVectorEnv(VectorEnv):
         if sampler is None:
             sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, dtype=dtype, **skw)
         self.sampler = sampler
-        self._sampler_reset_seeds = _accepts(self.sampler.reset, "seeds")
-        self.context_length = int(
-            getattr(self.sampler, "context_length", None)
-            or getattr(self.sampler, "context_frames", None)
-            or getattr(getattr(self.model, "config", None), "context_frames", None)
-            or getattr(getattr(self.model, "config", None), "context_length", None)
-            or (bank_frames.shape[1] if bank_frames is not None else 1)
-        )
+        self.context_length = self.sampler.context_length
 
         H, W, _ = spec.frame_shape
         self._frame_shape = (H, W, 3)
@@ -489,11 +456,8 @@ class WorldModelVectorEnv(VectorEnv):
         return (torch.from_numpy(full_f).to(self.device), torch.from_numpy(full_a).to(self.device))
 
     def _sampler_reset(self, frames, actions, mask: torch.Tensor):
-        if self._sampler_reset_seeds:
-            seeds = (self._seeds * 1_000_003 + self._reset_count) & 0x7FFFFFFFFFFF
-            self.sampler.reset(frames, actions, mask, seeds=seeds)
-        else:
-            self.sampler.reset(frames, actions, mask)
+        seeds = (self._seeds * 1_000_003 + self._reset_count) & 0x7FFFFFFFFFFF
+        self.sampler.reset(frames, actions, mask, seeds=seeds)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
@@ -565,12 +529,8 @@ class WorldModelVectorEnv(VectorEnv):
         term = term.bool()
         # NaN check: the sampler may expose its own per-env flag; reward is float anyway
         bad = ~torch.isfinite(reward)
-        latent = getattr(self.sampler, "last_latent", None)  # the new frame's latent, before uint8 quantization
-        if isinstance(latent, torch.Tensor):
-            bad = bad | ~torch.isfinite(latent).flatten(1).all(1)
-        sflag = getattr(self.sampler, "nonfinite", None)
-        if isinstance(sflag, torch.Tensor):
-            bad = bad | sflag
+        # the new frame's latent, before uint8 quantization hides a NaN
+        bad = bad | ~torch.isfinite(self.sampler.last_latent).flatten(1).all(1)
         mode = self.autoreset_mode
         info: dict[str, Any] = {}
 

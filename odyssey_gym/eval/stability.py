@@ -56,7 +56,6 @@ def long_rollout(sampler, spec, context_frames, context_actions, steps: int = 10
     counts = torch.tensor([min(per_min, steps - i * per_min) for i in range(minutes)], device=device, dtype=torch.float64)
     mean = (s1 / counts).cpu().numpy()
     std = np.sqrt(np.maximum((s2 / counts).cpu().numpy() - mean**2, 0))
-    nonfinite = getattr(sampler, "nonfinite", None)
     return {
         "steps": steps,
         "num_envs": b,
@@ -66,7 +65,6 @@ def long_rollout(sampler, spec, context_frames, context_actions, steps: int = 10
         "minute_frame_std_mean": (fstd / counts).cpu().numpy().round(3).tolist(),
         "minute_flat_frames": flat.cpu().tolist(),
         "minute_nonfinite_rewards": bad.cpu().tolist(),
-        "sampler_nonfinite_flag": bool(nonfinite.any()) if isinstance(nonfinite, torch.Tensor) else None,
         "minute_gpu_memory_mib": [round(v, 1) for v in mem],
         "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else 0.0,
         "kept_frames": np.stack(kept) if kept else None,

@@ -1,13 +1,12 @@
 """The pieces of the loop that touch the model and the dataset APIs (kept here so `trainer.py` reads plainly).
 
 Everything model-specific goes through: `WorldModelConfig` (from_dict / presets), `WorldModel(cfg)` with
-`.ae` (FrameAutoencoder: encode/decode, optional `loss(x)`) and `.dynamics` (Dynamics: forward + `loss(...)`),
+`.ae` (FrameAutoencoder: encode/decode, `loss(x)`) and `.dynamics` (Dynamics: forward + `loss(...)`),
 `save_pretrained` / `from_pretrained`. Data goes through `odyssey_gym.data` (Dataset -> FlatData).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import time
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..worlds import get_world
 from .resident import ResidentData, uint8_to_float
@@ -71,13 +69,7 @@ def build_model(model_cfg: dict[str, Any], world) -> torch.nn.Module:
     preset = d.pop("preset", None)
     world_kw = {"world": world.name, "frame_size": tuple(world.frame_size), "action_dim": world.action_dim}
     if preset is not None:
-        if hasattr(WorldModelConfig, "preset"):
-            cfg = WorldModelConfig.preset(preset, **world_kw, **d)
-        else:
-            factory = getattr(WorldModelConfig, preset, None)
-            if factory is None:
-                raise ValueError(f"model.preset {preset!r}: WorldModelConfig has no such preset")
-            cfg = factory(**world_kw, **d)
+        cfg = WorldModelConfig.preset(preset, **world_kw, **d)
     else:
         cfg = WorldModelConfig.from_dict({**world_kw, **d})
     return WorldModel(cfg)
@@ -87,8 +79,7 @@ def load_pretrained_weights(model: torch.nn.Module, weights_dir: str) -> None:
     cls = type(model)  # WorldModel
     if not (Path(weights_dir) / "config.json").is_file():
         raise DataError(f"--init-from {weights_dir}: not a weights directory (no config.json)")
-    kw = {"device": "cpu"} if "device" in inspect.signature(cls.from_pretrained).parameters else {}
-    src = cls.from_pretrained(weights_dir, **kw)
+    src = cls.from_pretrained(weights_dir, device="cpu")
     sd = {k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
@@ -106,22 +97,9 @@ def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
 # ============================================================================ autoencoder
 
 
-def _multiscale_l1(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.Tensor:
-    loss = (x - y).abs().mean()
-    for _ in range(scales - 1):
-        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-        loss = loss + (x - y).abs().mean()
-    return loss / scales
-
-
 def ae_loss(ae: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The autoencoder's own `loss(x)` when it has one, else L1 + multi-scale L1 on its reconstruction."""
-    if hasattr(ae, "loss"):
-        out = ae.loss(x)
-        return out if isinstance(out, tuple) else (out, {})
-    xr = ae.decode(ae.encode(x)).float()
-    l1 = (xr - x).abs().mean()
-    return l1 + _multiscale_l1(xr, x), {"l1": l1.detach()}
+    """The autoencoder's own reconstruction loss and its metrics."""
+    return ae.loss(x)
 
 
 @torch.no_grad()
@@ -149,13 +127,8 @@ def normalize(z: torch.Tensor, stats: dict[str, list[float]]) -> torch.Tensor:
 
 
 def set_latent_stats(model: torch.nn.Module, stats: dict[str, list[float]]) -> None:
-    """Write the latent mean/std into the model (config fields and/or a setter)."""
-    if hasattr(model, "set_latent_stats"):
-        model.set_latent_stats(stats["mean"], stats["std"])
-        return
-    cfg = model.config
-    cfg.latent_mean = list(stats["mean"])
-    cfg.latent_std = list(stats["std"])
+    """Write the latent mean/std into the model (its config and normalisation buffers)."""
+    model.set_latent_stats(stats["mean"], stats["std"])
 
 
 # ============================================================================ dynamics
@@ -163,9 +136,7 @@ def set_latent_stats(model: torch.nn.Module, stats: dict[str, list[float]]) -> N
 
 def dyn_loss(dyn, b: dict[str, torch.Tensor], loss_mask: torch.Tensor | None):
     """Diffusion-forcing loss of the dynamics (with its context-noise augmentation) on a window batch."""
-    kw = {"first": b["first"]} if "first" in b and "first" in inspect.signature(dyn.loss).parameters else {}
-    out = dyn.loss(b["z"], b["actions"], b["rewards"], b["terminated"], loss_mask=loss_mask, **kw)
-    return out if isinstance(out, tuple) else (out, {})
+    return dyn.loss(b["z"], b["actions"], b["rewards"], b["terminated"], b.get("first"), loss_mask=loss_mask)
 
 
 @torch.no_grad()
@@ -199,15 +170,6 @@ def _git_commit() -> str | None:
     return None
 
 
-def context_length(model) -> int:
-    cfg = model.config
-    for k in ("context_length", "context", "context_frames", "context_len"):
-        v = getattr(cfg, k, None) or getattr(getattr(cfg, "dynamics", None), k, None)
-        if v:
-            return int(v)
-    return 16
-
-
 def start_bank(flat, n: int, K: int, seed: int) -> dict[str, np.ndarray]:
     """N real starting contexts of K frames (+ the actions into them), from distinct episodes when possible.
     Windows start at an episode's first frame when it is long enough (a natural reset state)."""
@@ -230,14 +192,8 @@ def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = _unwrap(ema)
-    sig = inspect.signature(m.save_pretrained).parameters
-    if "dtype" in sig:
-        m.save_pretrained(out, dtype=torch.bfloat16)
-    else:
-        import copy
-
-        copy.deepcopy(m).to(torch.bfloat16).save_pretrained(out)
-    K = context_length(m)
+    m.save_pretrained(out, dtype=torch.bfloat16)
+    K = m.config.context_frames
     bank = start_bank(flat, tc.start_bank_size, K, tc.seed)
     np.savez_compressed(out / "start_bank.npz", **bank)
     summary = {
