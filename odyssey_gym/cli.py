@@ -1,4 +1,4 @@
-"""`odyssey-gym collect | train | play | record | bench | eval`.
+"""`odyssey-gym collect | train | play | record | bench | eval | train-probe`.
 
 Each subcommand lives beside the layer it drives, as a module with
 `add_arguments(parser)` and `run(args) -> int`; imports are lazy so `--help` is instant
@@ -18,6 +18,7 @@ COMMANDS = {
     "record": ("odyssey_gym.envs.record_cli", "record an agent acting in a world model to MP4"),
     "bench": ("odyssey_gym.eval.bench", "measure speed: world model vs the real engine, written to BENCHMARKS.md"),
     "eval": ("odyssey_gym.eval.cli", "measure fidelity, stability and controllability of a world model"),
+    "train-probe": ("odyssey_gym.eval.probe_cli", "train the inverse-dynamics probe that eval uses, on real frames only"),
 }
 
 

@@ -194,9 +194,70 @@ def test_cli_probe_hook_on_tiny_model(toy_probe, tmp_path):
     assert res["real"]["mean"] > 0.9  # real transitions of the toy world are fully controllable
     # a random-init model does not move the square on command: far below the real accuracy
     assert res["ratio"]["mean"] < 0.8 and res["one_step_realism_frechet"] > 0
-    mins = _minute_realism(toy_probe, flat, flat.frames[:25], per_min=20, keep_every=2, seed=0)
-    assert len(mins) == 3 and all(v is not None and v >= 0 for v in mins)
+    from odyssey_gym.eval.realism import frame_features
+
+    real_minute = frame_features(toy_probe, toy_world(7).frames[:300])
+    noise_minute = frame_features(toy_probe, np.random.default_rng(0).integers(0, 255, (300, 32, 32, 3), dtype=np.uint8))
+    rz = _minute_realism(toy_probe, flat, [real_minute, real_minute, noise_minute, None, real_minute], seed=0)
+    per = rz["per_minute"]
+    assert per[3] is None and per[0] == per[1] == per[4]
+    assert per[2] > 10 * per[0]  # a minute of noise is far from the real frames; real minutes are close
+    assert rz["real_floor"] is not None and rz["real_floor"] < per[2]
+    assert rz["minute5_vs_minute1"] == 0.0
     md = render_markdown({"world": "toy", "device": "cpu", "data": {"frames": 1, "episodes": 1}, "fidelity": {},
                           "autoencoder": {"psnr": 1.0, "ssim": 1.0, "frames": 1}, "heads": {}, "speed": {},
                           "controllability": res})
     assert "Controllability" in md and "MOVE_LEFT" in md
+
+
+def test_long_rollout_collects_probe_features_every_minute(toy_probe, tmp_path):
+    """Realism features come from every env, spread over each minute, and stay on the device until it ends."""
+    from odyssey_gym.envs.testing import make_tiny_weights, synthetic_start_bank
+    from odyssey_gym.eval.realism import device_features
+    from odyssey_gym.eval.stability import long_rollout
+    from odyssey_gym.model import Sampler, WorldModel
+
+    model = WorldModel.from_pretrained(make_tiny_weights(TOY, tmp_path / "w"), device="cpu", dtype=torch.float32)
+    k = model.config.context_frames
+    f, a = synthetic_start_bank(TOY, 3, k)
+    sampler = Sampler(model, batch_size=3, device="cpu")
+    per_min = int(round(TOY.fps * 60))
+    steps = per_min + per_min // 2
+    calls = []
+
+    def feats(frames):
+        calls.append(frames.shape[0])
+        return device_features(toy_probe, frames)
+
+    roll = long_rollout(sampler, TOY, torch.from_numpy(f), torch.from_numpy(a), steps=steps, features=feats,
+                        features_per_minute=3 * per_min // 4)
+    mf = roll["minute_features"]
+    assert len(mf) == 2 and set(calls) == {3}
+    assert mf[0].shape == (3 * ((per_min + 3) // 4), toy_probe.config.feature_dim)  # every 4th step, all 3 envs
+    assert np.isfinite(mf[0]).all() and len(mf[1]) > 0
+    assert long_rollout(sampler, TOY, torch.from_numpy(f), torch.from_numpy(a), steps=4)["minute_features"] is None
+
+
+def test_eval_plots_written(toy_probe, tmp_path):
+    from odyssey_gym.eval.plots import plot_confusion, plot_psnr, plot_realism
+
+    flat = toy_world(8)
+    ft, ft1, act = _pairs(flat)
+    real = probe_accuracy(toy_probe, ft, ft1, act)
+    gen = probe_accuracy(toy_probe, ft, ft, act)
+    report = {"world": "toy", "fidelity": {"1": {"windows": 4, "teacher_forced_psnr": 30.0, "open_loop_psnr": 30.0,
+                                                 "open_loop_copy_last_psnr": 28.0}},
+              "controllability": {"transitions": len(ft), "real": real, "generated": gen, "ratio": controllability(gen, real)},
+              "stability": {"realism": {"per_minute": [1.0, 1.05, None, 1.2, 1.1], "real_floor": 0.5}}}
+    for fn, name in ((plot_psnr, "p.png"), (plot_confusion, "c.png"), (plot_realism, "r.png")):
+        assert fn(report, tmp_path / name) and (tmp_path / name).stat().st_size > 1000
+    # multibinary confusion (per button 2x2)
+    mb = toy_world(20, multibinary=True)
+    probe = train_probe(mb, TOY_MB, steps=20, batch=16, seed=0)
+    ft, ft1, act = _pairs(mb)
+    acc = probe_accuracy(probe, ft, ft1, act)
+    report["controllability"] = {"transitions": len(ft), "real": acc, "generated": acc, "ratio": controllability(acc, acc)}
+    assert plot_confusion(report, tmp_path / "mb.png")
+    # absent sections draw nothing
+    assert not plot_confusion({"world": "toy"}, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+    assert not plot_realism({"world": "toy", "stability": {}}, tmp_path / "none.png")

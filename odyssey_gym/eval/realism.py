@@ -18,13 +18,17 @@ import torch
 
 
 @torch.no_grad()
+def device_features(probe, frames) -> torch.Tensor:
+    """uint8 frames (N, H, W, 3) on any device -> (N, D) float32 features on the probe's device, no host sync."""
+    m = probe.trunk_maps(frames).flatten(2).float()
+    return torch.cat([m.mean(2), m.std(2, unbiased=False)], dim=1)
+
+
+@torch.no_grad()
 def frame_features(probe, frames, batch: int = 256) -> np.ndarray:
     """uint8 frames (N, H, W, 3) -> float64 features (N, D), D = probe.config.feature_dim."""
     probe.eval()
-    out = []
-    for i in range(0, len(frames), batch):
-        m = probe.trunk_maps(frames[i: i + batch]).flatten(2).double()
-        out.append(torch.cat([m.mean(2), m.std(2, unbiased=False)], dim=1).cpu())
+    out = [device_features(probe, frames[i: i + batch]).double().cpu() for i in range(0, len(frames), batch)]
     if not out:
         return np.zeros((0, probe.config.feature_dim))
     return torch.cat(out).numpy()

@@ -17,11 +17,14 @@ from .actions import held_key_actions
 
 @torch.no_grad()
 def long_rollout(sampler, spec, context_frames, context_actions, steps: int = 10_500, seed: int = 0,
-                 keep_every: int = 0, flat_std: float = 3.0) -> dict:
+                 keep_every: int = 0, flat_std: float = 3.0, features=None, features_per_minute: int = 2048) -> dict:
     """Roll out `steps` frames under held-key actions; per-minute pixel stats, NaN/flat counts, memory.
 
     context_frames (B, K, H, W, 3) uint8 and context_actions (B, K, A) seed every env. `keep_every`>0
-    keeps env 0's frame every that many steps (for a strip or video).
+    keeps env 0's frame every that many steps (for a strip or video). `features`, a function of the
+    device frames (B, H, W, 3) uint8 -> (B, D) tensor (the probe trunk), is applied to every env's
+    frame about `features_per_minute` times per minute; the rows stay on the device until the minute
+    ends, so realism per minute is measured on thousands of frames, not a handful.
     """
     device = sampler.device
     b = sampler.B
@@ -39,6 +42,8 @@ def long_rollout(sampler, spec, context_frames, context_actions, steps: int = 10
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     mem, kept = [], []
+    feat_every = max(1, (per_min * b) // max(1, features_per_minute))
+    feats_now, minute_feats = [], []
     for t in tqdm(range(steps), desc=f"{spec.name} {steps}-frame rollout", mininterval=5):
         frames, reward, term = sampler.step(act[t])
         m = t // per_min
@@ -51,8 +56,13 @@ def long_rollout(sampler, spec, context_frames, context_actions, steps: int = 10
         bad[m] += (~torch.isfinite(reward)).sum()
         if keep_every and t % keep_every == 0:
             kept.append(frames[0].cpu().numpy())
+        if features is not None and t % feat_every == 0:
+            feats_now.append(features(frames))
         if (t + 1) % per_min == 0 or t + 1 == steps:
             mem.append(torch.cuda.memory_allocated(device) / 2**20 if cuda else 0.0)
+            if features is not None:
+                minute_feats.append(torch.cat(feats_now).double().cpu().numpy() if feats_now else None)
+                feats_now = []
     counts = torch.tensor([min(per_min, steps - i * per_min) for i in range(minutes)], device=device, dtype=torch.float64)
     mean = (s1 / counts).cpu().numpy()
     std = np.sqrt(np.maximum((s2 / counts).cpu().numpy() - mean**2, 0))
@@ -68,4 +78,5 @@ def long_rollout(sampler, spec, context_frames, context_actions, steps: int = 10
         "minute_gpu_memory_mib": [round(v, 1) for v in mem],
         "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else 0.0,
         "kept_frames": np.stack(kept) if kept else None,
+        "minute_features": minute_feats if features is not None else None,
     }

@@ -1,0 +1,68 @@
+"""`odyssey-gym train-probe` then `odyssey-gym eval`, end to end on real ViZDoom frames and a tiny model (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from odyssey_gym.cli import main
+from odyssey_gym.data.recorder import collect
+
+WORLD = "doom-takecover"
+
+
+@pytest.fixture(scope="module")
+def real_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalcli")
+    collect(WORLD, root / "probe", steps=400, workers=1, seed=71, progress=False)
+    collect(WORLD, root / "heldout", steps=300, workers=1, seed=72, progress=False)
+    return root
+
+
+def test_train_probe_refuses_the_world_models_training_seeds(real_data, tmp_path, capsys):
+    from odyssey_gym.data.dataset import open_dataset
+    from odyssey_gym.envs.testing import make_tiny_weights
+
+    w = make_tiny_weights(WORLD, tmp_path / "w")
+    seed = int(open_dataset([str(real_data / "probe")]).episodes[0]["seed"])
+    (w / "train_summary.json").write_text(json.dumps({"data": {"seeds": [seed, 5]}}))
+    rc = main(["train-probe", "--world", WORLD, "--data", str(real_data / "probe"), "--weights", str(w),
+               "--steps", "2", "--device", "cpu"])
+    assert rc == 2
+    assert "used to train" in capsys.readouterr().err
+    assert not (w / "probe").exists()
+    assert main(["train-probe", "--world", "doom-nowhere", "--data", str(real_data / "probe")]) == 2
+
+
+def test_train_probe_then_eval_writes_every_section(real_data, tmp_path):
+    from odyssey_gym.envs.testing import make_tiny_weights
+
+    w = make_tiny_weights(WORLD, tmp_path / "w")
+    rc = main(["train-probe", "--world", WORLD, "--data", str(real_data / "probe"), "--val-data", str(real_data / "heldout"),
+               "--weights", str(w), "--steps", "40", "--batch", "32", "--device", "cpu"])
+    assert rc == 0
+    cfg = json.loads((w / "probe" / "probe.json").read_text())
+    assert cfg["world"] == WORLD and cfg["trained_steps"] == 40 and 0 <= cfg["extra"]["val_mean_accuracy"] <= 1
+    out = tmp_path / "report"
+    rc = main(["eval", "--world", WORLD, "--weights", str(w), "--data", str(real_data / "heldout"), "--out", str(out),
+               "--device", "cpu", "--horizons", "1,4", "--windows", "4", "--rollout-steps", "600", "--rollout-envs", "2",
+               "--latency-steps", "3", "--throughput-batch", "2", "--probe-transitions", "16"])
+    assert rc == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["probe"]["dir"] == str(w / "probe")  # found beside the weights without --probe
+    assert r["controllability"]["transitions"] == 16
+    assert 0 <= r["controllability"]["ratio"]["mean"] < 10
+    rz = r["stability"]["realism"]
+    assert len(rz["per_minute"]) == 2 and all(v is not None and v >= 0 for v in rz["per_minute"])
+    assert rz["samples_per_minute"][0] > 100
+    for png in ("psnr_vs_horizon.png", "controllability_confusion.png", "realism_vs_minute.png", "strip.png"):
+        assert (out / png).stat().st_size > 1000, png
+    md = (out / "report.md").read_text()
+    assert "Controllability" in md and "Realism per minute" in md
+    # --no-probe skips both sections
+    rc = main(["eval", "--world", WORLD, "--weights", str(w), "--data", str(real_data / "heldout"), "--out", str(tmp_path / "r2"),
+               "--device", "cpu", "--horizons", "1", "--windows", "2", "--rollout-steps", "0", "--latency-steps", "2",
+               "--throughput-batch", "2", "--no-probe"])
+    r2 = json.loads((tmp_path / "r2" / "report.json").read_text())
+    assert rc == 0 and "controllability" not in r2 and "probe" not in r2
