@@ -127,3 +127,32 @@ class OdysseyVecEnv(VecEnv):
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
         """Env i gets `seed + i` at the next reset (SB3 semantics)."""
         return super().seed(seed)
+
+
+def make_sb3_env(world: str, source: str = "imagination", num_envs: int = 16, seed: int = 0, frame_stack: int = 4,
+                 device: str = "auto", weights: str | None = None, subprocess: bool | None = None):
+    """The same SB3 stack over the world model or the real engine, so a policy moves between them unchanged.
+
+    source "imagination": `OdysseyVecEnv` (one batched GPU step, starts from real contexts of the start bank);
+    "real": the ViZDoom engine, one process per env (`SubprocVecEnv`; in-process when `subprocess` is False,
+    default: in-process for a single env). Both are wrapped as VecMonitor (episode score = summed reward in
+    the world's units, e.g. tics survived) then VecFrameStack(frame_stack) on the channel axis.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecMonitor
+
+    if source not in ("imagination", "real"):
+        raise ValueError(f"source must be 'imagination' or 'real', got {source!r}")
+    if num_envs < 1 or frame_stack < 1:
+        raise ValueError(f"num_envs and frame_stack must be >= 1 (got {num_envs}, {frame_stack})")
+    if source == "imagination":
+        venv = OdysseyVecEnv(world, num_envs=num_envs, device=device, weights=weights)
+    else:
+        from odyssey_gym.worlds import get_world, make_real_env
+
+        spec = get_world(world)  # fail here, with the known worlds, not inside a worker process
+        fns = [lambda: make_real_env(spec) for _ in range(num_envs)]
+        sub = num_envs > 1 if subprocess is None else subprocess
+        venv = SubprocVecEnv(fns, start_method="forkserver") if sub else DummyVecEnv(fns)
+    venv.seed(seed)
+    venv = VecMonitor(venv)
+    return VecFrameStack(venv, n_stack=frame_stack, channels_order="last") if frame_stack > 1 else venv

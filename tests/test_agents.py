@@ -1,0 +1,84 @@
+"""agents/: PPO in imagination on the tiny model, resumed, then scored in the real engine and in the dream (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(script, *args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "agents" / script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from odyssey_gym.envs.testing import make_tiny_weights
+
+    root = tmp_path_factory.mktemp("agents")
+    make_tiny_weights("doom-takecover", root / "w")
+    small = ["--n-steps", 32, "--batch-size", 64, "--epochs", 1, "--device", "cpu", "--num-envs", 4, "--no-progress",
+             "--weights", root / "w", "--out", root / "run", "--checkpoint-every", 128]
+    r = _run("train_ppo.py", "--in", "imagination", "--steps", 256, *small, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    first = json.loads((root / "run" / "meta.json").read_text())
+    again = _run("train_ppo.py", "--in", "imagination", "--steps", 256, *small, cwd=root)
+    assert again.returncode == 2 and "already holds a trained policy" in again.stderr
+    r = _run("train_ppo.py", "--in", "imagination", "--steps", 384, "--resume", *small, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stdout
+    return root, first, json.loads((root / "run" / "meta.json").read_text())
+
+
+def test_train_in_imagination_checkpoints_and_resumes(trained):
+    root, first, meta = trained
+    assert first["agent_steps"] == 256 and meta["agent_steps"] == 384
+    assert meta["trained_in"] == "imagination" and meta["frame_stack"] == 4
+    assert meta["wall_seconds_total"] >= first["wall_seconds_total"]
+    assert list((root / "run" / "checkpoints").glob("ppo_*_steps.zip"))
+    assert list((root / "run" / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_evaluate_scores_in_the_real_engine_and_in_the_dream(trained):
+    root, _, _ = trained
+    r = _run("evaluate.py", "--policy", root / "run" / "policy.zip", "--episodes", 3, "--num-envs", 2, "--videos", 1,
+             "--device", "cpu", cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((root / "run" / "eval-real" / "eval.json").read_text())
+    assert rep["scored_in"] == "real" and rep["episodes"] == 3 and len(rep["scores"]) == 3
+    # take_cover scores tics survived: a short-lived agent still survives some tics, never more than the 2100 cap
+    assert all(0 < s <= 2100 for s in rep["scores"])
+    assert (root / "run" / "eval-real" / "histogram.png").stat().st_size > 1000
+    assert (root / "run" / "eval-real" / "episode_0.mp4").stat().st_size > 1000
+    r = _run("evaluate.py", "--policy", root / "run" / "policy.zip", "--episodes", 2, "--num-envs", 2, "--videos", 0,
+             "--in", "imagination", "--weights", root / "w", "--device", "cpu", cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    dream = json.loads((root / "run" / "eval-imagination" / "eval.json").read_text())
+    # the tiny test model never terminates, so dream episodes run to the 525-step time limit
+    assert dream["scored_in"] == "imagination" and dream["mean_length_steps"] == 525
+
+
+def test_bad_input_is_named(trained, tmp_path):
+    root, _, _ = trained
+    r = _run("evaluate.py", "--policy", tmp_path / "missing.zip", cwd=tmp_path)
+    assert r.returncode == 2 and "no policy file" in r.stderr
+    r = _run("evaluate.py", "--policy", root / "run" / "policy.zip", "--world", "doom-health", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 2 and "trained for 'doom-takecover'" in r.stderr
+    r = _run("train_ppo.py", "--steps", 0, cwd=tmp_path)
+    assert r.returncode == 2 and "--steps must be >= 1" in r.stderr
+
+
+def test_train_in_the_real_engine_uses_the_same_stack(tmp_path):
+    r = _run("train_ppo.py", "--in", "real", "--steps", 64, "--num-envs", 2, "--n-steps", 32, "--batch-size", 32,
+             "--epochs", 1, "--device", "cpu", "--out", tmp_path / "real", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads((tmp_path / "real" / "meta.json").read_text())
+    assert meta["trained_in"] == "real" and meta["agent_steps"] == 64
