@@ -35,7 +35,7 @@ from odyssey_gym.play.web.recording import SessionRecorder, encode_mp4
 from odyssey_gym.play.web.slots import SlotTable, TickInput
 from odyssey_gym.worlds import get_world
 
-__all__ = ["WebConfig", "GameServer", "create_app", "run_server", "start_in_thread", "ServerThread"]
+__all__ = ["WebConfig", "GameServer", "create_app", "run_server", "start_in_thread", "serve_in_thread", "ServerThread"]
 
 log = logging.getLogger("odyssey_gym.web")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -446,8 +446,12 @@ class ServerThread:
 
 
 def start_in_thread(config: WebConfig, env=None) -> ServerThread:
-    """Start a server on `config.host` (port 0: a free port) in a daemon thread; returns once it serves."""
-    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    """Start a server for `config` (port 0: a free port) in a daemon thread; returns once it serves."""
+    return serve_in_thread(GameServer(config, env=env), config.host, config.port)
+
+
+def serve_in_thread(game: GameServer, host: str = "127.0.0.1", port: int = 0) -> ServerThread:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
-    return ServerThread(GameServer(config, env=env), config.host, sock).start()
+    sock.bind((host, port))
+    return ServerThread(game, host, sock).start()
