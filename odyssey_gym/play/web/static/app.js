@@ -53,7 +53,11 @@ function setupWorld(h) {
     b.dataset.key = key;
     b.textContent = button.toLowerCase().replace(/_/g, " ").replace(/^move /, "");
     const up = (e) => { e.preventDefault(); press(key, false); };
-    b.addEventListener("pointerdown", (e) => { e.preventDefault(); b.setPointerCapture(e.pointerId); press(key, true); });
+    b.addEventListener("pointerdown", (e) => {
+      e.preventDefault();
+      press(key, true);
+      try { b.setPointerCapture(e.pointerId); } catch (_) { /* synthetic pointers cannot be captured */ }
+    });
     b.addEventListener("pointerup", up);
     b.addEventListener("pointercancel", up);
     b.addEventListener("lostpointercapture", up);
@@ -87,10 +91,10 @@ function onFrame(buf) {
   st.frames += 1;
   st.lastTick = tick;
   st.lastAck = ack;
-  // the first frame that reflects a key message gives its latency; older unacked seqs are covered by it
+  // the first frame made with a key message (or a newer one that superseded it in the same tick) gives its latency
   for (const [s, t] of sentAt) {
     if (s > ack) break;
-    if (s === ack) st.latencies.push(now - t);
+    st.latencies.push(now - t);
     sentAt.delete(s);
   }
   if (st.latencies.length > 200) st.latencies.splice(0, st.latencies.length - 200);
