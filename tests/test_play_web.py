@@ -308,3 +308,13 @@ def test_cli_web_builds_config(monkeypatch, capsys):
     assert (cfg.host, cfg.port, cfg.max_players, cfg.world, cfg.device) == ("127.0.0.1", 8123, 3, "doom-takecover", "cpu")
     assert main(["play", "--web", "--max-players", "0"]) == 2
     assert "max_players must be >= 1" in capsys.readouterr().err
+
+
+def test_slow_client_keeps_only_the_newest_frame():
+    from odyssey_gym.play.web.recording import SessionRecorder
+    from odyssey_gym.play.web.server import Player
+
+    p = Player(id="x", slot=0, recorder=SessionRecorder(0))
+    for i in range(5):  # five ticks while the sender was busy: four are dropped, nothing queues
+        p.offer(b"frame%d" % i, float(i))
+    assert p.latest == (b"frame4", 4.0) and p.dropped == 4 and p.wake.is_set()
