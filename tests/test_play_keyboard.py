@@ -85,8 +85,6 @@ def test_play_cli_without_display_points_to_web(monkeypatch, capsys):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     rc = main(["play", "--world", "doom-explore"])
     assert rc == 2 and "--web" in capsys.readouterr().err
-    rc = main(["play", "--web"])
-    assert rc == 2 and "not yet available" in capsys.readouterr().err
 
 
 def test_play_cli_headless_runs_with_allow_dummy(weights, monkeypatch):

@@ -15,13 +15,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=int, default=None, help="frames per second (default: the world's)")
     p.add_argument("--sampling-steps", type=int, default=None)
     p.add_argument("--web", action="store_true", help="serve the browser page instead of a window")
+    p.add_argument("--host", default="127.0.0.1", help="--web: address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="--web: port (default 8000)")
+    p.add_argument("--max-players", type=int, default=8, help="--web: player slots = envs in the one batch (default 8)")
+    p.add_argument("--record-seconds", type=float, default=120.0,
+                   help="--web: how much of a session 'record' keeps (default 120; 0 disables)")
     p.add_argument("--allow-dummy", action="store_true", help="run even with SDL's dummy video driver (tests)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.web:
-        print("odyssey-gym play --web: the browser page is not yet available in this version", file=sys.stderr)
-        return 2
+        return _run_web(args)
     from odyssey_gym.play.keyboard import NoDisplayError, check_display, play_keyboard
 
     try:
@@ -39,4 +43,25 @@ def run(args: argparse.Namespace) -> int:
         play_keyboard(env, zoom=args.zoom, fps=args.fps, seed=args.seed, allow_dummy=args.allow_dummy)
     finally:
         env.close()
+    return 0
+
+
+def _run_web(args: argparse.Namespace) -> int:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        print(f"odyssey-gym play --web needs the 'web' extra ({e.name} is missing): pip install 'odyssey-gym[web]'",
+              file=sys.stderr)
+        return 2
+    from odyssey_gym.play.web.server import WebConfig, run_server
+
+    try:
+        config = WebConfig(world=args.world, host=args.host, port=args.port, max_players=args.max_players,
+                           device=args.device, weights=args.weights, sampling_steps=args.sampling_steps,
+                           fps=args.fps, record_seconds=args.record_seconds)
+    except ValueError as e:
+        print(f"odyssey-gym play --web: {e}", file=sys.stderr)
+        return 2
+    run_server(config)
     return 0

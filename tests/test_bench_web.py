@@ -1,0 +1,36 @@
+"""benchmarks/bench_web.py on CPU with tiny weights: real clients, real latencies, a table and a JSON file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("websockets")
+
+from odyssey_gym.envs.testing import make_tiny_weights  # noqa: E402
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_web.py"
+
+
+def test_bench_web_smoke(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_web", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    w = make_tiny_weights("doom-takecover", tmp_path / "w", n_starts=2)
+    out = tmp_path / "bench_web.json"
+    assert bench.main(["--world", "doom-takecover", "--device", "cpu", "--weights", str(w), "--counts", "1,2",
+                       "--seconds-per-count", "1.5", "--warmup-s", "0.8", "--keep-going", "--json-out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [r["players"] for r in res["rows"]] == [1, 2]
+    for r in res["rows"]:
+        assert r["connected"] == r["players"] and not r["errors"], r
+        assert r["latency_samples"] > 0 and 0 < r["latency_p50_ms"] <= r["latency_p99_ms"] < 2000
+        assert r["client_fps_mean"] > 2  # 8.75 fps world; a loaded 2-core box still streams
+        assert {"queue", "step", "encode", "send"} <= set(r["server_timings_ms"])
+    assert res["gpu_usd_per_hour"] == 2.0 and res["rows"][1]["usd_per_player_hour"] == 1.0
+    text = capsys.readouterr().out
+    assert "| players | ok |" in text and "Max players at full fps" in text

@@ -1,0 +1,320 @@
+"""The browser play server without a browser: protocol checks, slot bookkeeping, and the app over
+starlette's TestClient and a real uvicorn socket (bad input, "full", slot freeing, sudden disconnects)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("httpx")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from odyssey_gym.envs.testing import make_tiny_weights  # noqa: E402
+from odyssey_gym.play.web.protocol import (  # noqa: E402
+    MAX_MESSAGE_BYTES, CommandMessage, KeyMap, KeyMessage, ProtocolError, parse_message, unpack_frame_header)
+from odyssey_gym.play.web.server import GameServer, WebConfig, create_app, serve_in_thread  # noqa: E402
+from odyssey_gym.play.web.slots import SlotTable  # noqa: E402
+from odyssey_gym.worlds import get_world  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return str(make_tiny_weights("doom-explore", tmp_path_factory.mktemp("tiny_web"), n_starts=4))
+
+
+def make_game(weights, max_players=2, record_seconds=10.0, spy=None):
+    from odyssey_gym.envs.vector_env import WorldModelVectorEnv
+
+    env = WorldModelVectorEnv("doom-explore", num_envs=max_players, device="cpu", weights=weights)
+    if spy is not None:  # record every reset's options (which slots were reset)
+        orig = env.reset
+
+        def reset(**kw):
+            spy.append(kw.get("options"))
+            return orig(**kw)
+
+        env.reset = reset
+    cfg = WebConfig(world="doom-explore", device="cpu", weights=weights, max_players=max_players,
+                    record_seconds=record_seconds, stats_interval_s=0.1, encode_workers=2)
+    return GameServer(cfg, env=env)
+
+
+def next_frame(ws, limit=500):
+    """-> (tick, ack, jpeg) of the next binary frame; text messages on the way are returned in a list too."""
+    texts = []
+    for _ in range(limit):
+        msg = ws.receive()
+        if msg.get("bytes") is not None:
+            tick, ack = unpack_frame_header(msg["bytes"])
+            return tick, ack, msg["bytes"][8:], texts
+        if msg.get("text") is not None:
+            texts.append(json.loads(msg["text"]))
+    raise AssertionError(f"no frame in {limit} messages")
+
+
+def next_text(ws, kind, limit=500):
+    for _ in range(limit):
+        msg = ws.receive()
+        if msg.get("text") is not None:
+            m = json.loads(msg["text"])
+            if m["type"] == kind:
+                return m
+    raise AssertionError(f"no {kind!r} message in {limit} messages")
+
+
+# ------------------------------------------------------------------------------------------ protocol
+
+
+@pytest.mark.parametrize("raw, match", [
+    ("{bad", "malformed JSON"),
+    ("[1, 2]", "JSON object"),
+    (json.dumps({"type": "jump"}), "unknown message type"),
+    (json.dumps({"type": "keys", "seq": 1, "keys": [], "x": 1}), r"unknown field\(s\) \['x'\]"),
+    (json.dumps({"type": "reset", "now": 1}), "unknown field"),
+    (json.dumps({"type": "keys", "seq": -1, "keys": []}), "'seq' must be an integer"),
+    (json.dumps({"type": "keys", "seq": True, "keys": []}), "'seq' must be an integer"),
+    (json.dumps({"type": "keys", "seq": 2**40, "keys": []}), "'seq' must be an integer"),
+    (json.dumps({"type": "keys", "seq": 1, "keys": "w"}), "'keys' must be a list"),
+    (json.dumps({"type": "keys", "seq": 1, "keys": [1]}), "'keys' must be a list"),
+    (json.dumps({"type": "keys", "seq": 1, "keys": ["w"] * 17}), "'keys' must be a list"),
+    (json.dumps({"type": "keys", "seq": 1, "keys": ["w" * MAX_MESSAGE_BYTES]}), "too large"),
+    ("[" * 100_000, "too large"),
+    (b"\x00\x01", "binary messages"),
+    (None, "empty"),
+])
+def test_parse_rejects_bad_messages(raw, match):
+    with pytest.raises(ProtocolError, match=match):
+        parse_message(raw)
+
+
+def test_parse_and_keymap():
+    assert parse_message('{"type": "keys", "seq": 3, "keys": ["w", "left"]}') == KeyMessage(3, ("w", "left"))
+    assert parse_message('{"type": "record"}') == CommandMessage("record")
+    km = KeyMap(get_world("doom-explore"))
+    assert km.action(("w", "left")).tolist() == [1, 0, 1, 0, 0, 0]
+    assert km.action(("up", "w")).tolist() == [1, 0, 0, 0, 0, 0]
+    assert km.action(()).tolist() == [0] * 6
+    with pytest.raises(ProtocolError, match=r"unknown key\(s\) \['space'\]"):
+        km.action(("w", "space"))
+    tc = KeyMap(get_world("doom-takecover"))  # discrete: combos that are no action of the world mean noop
+    assert int(tc.action(("left",))) == 0 and int(tc.action(("d",))) == 1
+    assert int(tc.action(("left", "right"))) == 2 == int(tc.action(()))
+
+
+def test_slot_table():
+    t = SlotTable(2, np.zeros(3, np.int8))
+    a, b, c = object(), object(), object()
+    assert t.acquire(a) == 0 and t.acquire(b) == 1 and t.acquire(c) is None
+    t.set_action(1, np.array([1, 0, 1]), seq=7, now=10.0)
+    inp = t.take(now=10.5)
+    assert inp.reset_mask.tolist() == [True, True] and inp.actions.tolist() == [[0, 0, 0], [1, 0, 1]]
+    assert inp.seq.tolist() == [0, 7] and inp.queue_wait_s.tolist() == [0.5] and inp.owners == (a, b)
+    assert t.take(now=11).reset_mask.tolist() == [False, False]  # consumed
+    t.release(1, c)  # not the owner: nothing happens
+    assert t.count == 2
+    t.release(1, b)
+    assert t.count == 1 and t.actions[1].tolist() == [0, 0, 0]
+    assert t.take(now=12).reset_mask.tolist() == [False, True]
+    assert t.acquire(c) == 1
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+
+def test_frames_actions_and_latency_echo(weights):
+    game = make_game(weights)
+    with TestClient(create_app(game)) as client:
+        assert "<canvas" in client.get("/").text
+        assert "WebSocket" in client.get("/static/app.js").text
+        with client.websocket_connect("/ws") as ws:
+            hello = ws.receive_json()
+            assert hello["type"] == "hello" and hello["slot"] == 0 and hello["fps"] == 35.0
+            assert hello["keys"]["w"] == 0 and hello["frame_size"] == [120, 160]
+            tick, ack, jpeg, _ = next_frame(ws)
+            assert jpeg[:2] == b"\xff\xd8" and ack == 0  # a JPEG; no key message applied yet
+            ws.send_text(json.dumps({"type": "keys", "seq": 41, "keys": ["w", "right"]}))
+            for _ in range(100):
+                t2, ack, jpeg, _ = next_frame(ws)
+                if ack == 41:
+                    break
+            assert ack == 41 and t2 > tick
+            from io import BytesIO
+
+            from PIL import Image
+
+            assert Image.open(BytesIO(jpeg)).size == (160, 120)
+            st = client.get("/stats").json()
+            assert st["players"] == 1 and st["slots"] == [
+                {"slot": 0, "action": [1, 0, 0, 1, 0, 0], "seq": 41, "sent": st["slots"][0]["sent"],
+                 "dropped": st["slots"][0]["dropped"]}]
+            assert {"queue", "step", "encode", "send"} <= set(st["timings"])
+            stats = next_text(ws, "stats")
+            assert stats["players"] == 1 and stats["max_players"] == 2 and "step" in stats["timings"]
+        assert client.get("/stats").json()["players"] == 0
+
+
+def test_bad_input_is_answered_and_isolated(weights):
+    game = make_game(weights)
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws") as good, client.websocket_connect("/ws") as bad:
+            good.receive_json(), bad.receive_json()
+            good.send_text(json.dumps({"type": "keys", "seq": 5, "keys": ["a"]}))
+            bad.send_text(json.dumps({"type": "keys", "seq": 1, "keys": ["s"]}))
+            for raw, match in [("{not json", "malformed JSON"), ("x" * (MAX_MESSAGE_BYTES + 1), "too large"),
+                               (json.dumps({"type": "keys", "seq": 2, "keys": ["s"], "extra": 1}), "unknown field"),
+                               (json.dumps({"type": "keys", "seq": 3, "keys": ["fire"]}), "unknown key"),
+                               (json.dumps({"type": "nope"}), "unknown message type")]:
+                bad.send_text(raw)
+                assert match in next_text(bad, "error")["message"]
+            bad.send_bytes(b"\x00" * 16)
+            assert "binary" in next_text(bad, "error")["message"]
+            # both still play; the bad messages changed nothing: bad keeps its last good action, good its own
+            _, ack, _, _ = next_frame(bad)
+            for _ in range(50):
+                _, gack, _, _ = next_frame(good)
+                if gack == 5:
+                    break
+            assert gack == 5
+            slots = {s["slot"]: s for s in client.get("/stats").json()["slots"]}
+            assert slots[0]["action"] == [0, 0, 0, 0, 1, 0] and slots[0]["seq"] == 5
+            assert slots[1]["action"] == [0, 1, 0, 0, 0, 0] and slots[1]["seq"] == 1
+        assert game.step_errors == 0
+
+
+def test_full_message_and_slot_freeing(weights):
+    resets = []
+    game = make_game(weights, max_players=2, spy=resets)
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws") as a:
+            assert a.receive_json()["slot"] == 0
+            with client.websocket_connect("/ws") as b:
+                assert b.receive_json()["slot"] == 1
+                next_frame(b)
+                with client.websocket_connect("/ws") as c:
+                    full = c.receive_json()
+                    assert full["type"] == "full" and "all 2 player slots are taken" in full["message"]
+                    msg = c.receive()
+                    assert msg["type"] == "websocket.close" and msg["code"] == 1013
+                assert client.get("/stats").json()["players"] == 2
+            # b left: its slot is free again and is reset (only it) before anyone else plays it
+            for _ in range(200):
+                next_frame(a)
+                if client.get("/stats").json()["players"] == 1:
+                    break
+            assert client.get("/stats").json()["players"] == 1
+            n_before = len(resets)
+            with client.websocket_connect("/ws") as d:
+                assert d.receive_json()["slot"] == 1
+                next_frame(d)
+            masks = [r["reset_mask"].tolist() for r in resets[n_before:] if r and "reset_mask" in r]
+            assert [False, True] in masks and all(m == [False, True] for m in masks)
+    assert resets[0] is None  # startup: one full reset
+
+
+def test_record_session_to_mp4(weights):
+    game = make_game(weights, max_players=1, record_seconds=1.0)
+    with TestClient(create_app(game)) as client:
+        assert client.get("/record/nobody.mp4").status_code == 404
+        with client.websocket_connect("/ws") as ws:
+            pid = ws.receive_json()["player"]
+            for _ in range(45):  # more than record_seconds * fps: only the last 35 are kept
+                next_frame(ws)
+            ws.send_text(json.dumps({"type": "record"}))
+            ready = next_text(ws, "record_ready", limit=2000)
+            assert ready["url"] == f"/record/{pid}.mp4" and ready["frames"] == 35
+            r = client.get(ready["url"])
+            assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+            assert r.content[4:8] == b"ftyp" and len(r.content) == ready["bytes"]
+        assert client.get(ready["url"]).status_code == 404  # gone with the player
+
+
+def _raw_ws_handshake(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert b" 101 " in s.recv(4096).split(b"\r\n", 1)[0]
+    return s
+
+
+def test_real_socket_abrupt_disconnects_and_huge_frames(weights):
+    """A peer that vanishes mid-frame, or sends a frame over the transport cap, ends only itself."""
+    import websockets
+
+    game = make_game(weights, max_players=3)
+    srv = serve_in_thread(game)
+    try:
+        async def scenario():
+            uri = f"ws://127.0.0.1:{srv.port}/ws"
+            async with websockets.connect(uri, max_size=None) as keeper:
+                assert json.loads(await keeper.recv())["slot"] == 0
+                await keeper.send(json.dumps({"type": "keys", "seq": 9, "keys": ["d"]}))
+                # 1: handshake, then half a frame header, then the TCP connection is dropped
+                raw = await asyncio.to_thread(_raw_ws_handshake, srv.port)
+                raw.sendall(b"\x81")
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                raw.close()  # RST
+                # 2: a message over the transport cap (64 KiB): that client is closed with 1009
+                async with websockets.connect(uri, max_size=None) as big:
+                    await big.recv()
+                    await big.send("x" * (70 * 1024))
+                    with pytest.raises(websockets.ConnectionClosed) as exc:
+                        for _ in range(1000):
+                            await asyncio.wait_for(big.recv(), 5)
+                    assert exc.value.rcvd is None or exc.value.rcvd.code == 1009
+                # the keeper never noticed: frames keep coming with its action applied
+                acks = []
+                for _ in range(200):
+                    m = await asyncio.wait_for(keeper.recv(), 5)
+                    if isinstance(m, bytes):
+                        acks.append(unpack_frame_header(m)[1])
+                        if len(acks) >= 10:
+                            break
+                assert acks[-1] == 9
+            for _ in range(100):
+                if game.stats()["players"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+
+        asyncio.run(scenario())
+        st = json.loads(urllib.request.urlopen(srv.url + "/stats", timeout=5).read())
+        assert st["players"] == 0 and st["step_errors"] == 0
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(srv.url + "/record/x.mp4", timeout=5)
+    finally:
+        srv.stop()
+
+
+def test_cli_web_builds_config(monkeypatch, capsys):
+    import odyssey_gym.play.web.server as server
+    from odyssey_gym.cli import main
+
+    seen = {}
+    monkeypatch.setattr(server, "run_server", lambda cfg: seen.setdefault("cfg", cfg))
+    assert main(["play", "--web", "--port", "8123", "--max-players", "3", "--world", "doom-takecover",
+                 "--device", "cpu"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.host, cfg.port, cfg.max_players, cfg.world, cfg.device) == ("127.0.0.1", 8123, 3, "doom-takecover", "cpu")
+    assert main(["play", "--web", "--max-players", "0"]) == 2
+    assert "max_players must be >= 1" in capsys.readouterr().err
+
+
+def test_slow_client_keeps_only_the_newest_frame():
+    from odyssey_gym.play.web.recording import SessionRecorder
+    from odyssey_gym.play.web.server import Player
+
+    p = Player(id="x", slot=0, recorder=SessionRecorder(0))
+    for i in range(5):  # five ticks while the sender was busy: four are dropped, nothing queues
+        p.offer(b"frame%d" % i, float(i))
+    assert p.latest == (b"frame4", 4.0) and p.dropped == 4 and p.wake.is_set()
