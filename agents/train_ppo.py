@@ -100,13 +100,19 @@ def main(argv=None) -> int:
     env = make_sb3_env(args.world, args.source, num_envs=args.num_envs, seed=args.seed, frame_stack=args.frame_stack,
                        device=str(device), weights=args.weights)
     run.mkdir(parents=True, exist_ok=True)
+    tb = str(run / "tb")
+    try:
+        import tensorboard  # noqa: F401  (SB3 refuses tensorboard_log without it)
+    except ImportError:
+        print("train_ppo: tensorboard is not installed; logging to stdout only (pip install tensorboard)", file=sys.stderr)
+        tb = None
     if ckpt is not None:
-        model = PPO.load(ckpt, env=env, device=device, tensorboard_log=str(run / "tb"))
+        model = PPO.load(ckpt, env=env, device=device, tensorboard_log=tb)
         print(f"resumed from {ckpt} at {model.num_timesteps} steps")
     else:
         model = PPO("CnnPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.epochs,
                     learning_rate=args.lr, ent_coef=args.ent_coef, clip_range=0.1, gamma=0.99, gae_lambda=0.95,
-                    vf_coef=0.5, max_grad_norm=0.5, tensorboard_log=str(run / "tb"), seed=args.seed, device=device,
+                    vf_coef=0.5, max_grad_norm=0.5, tensorboard_log=tb, seed=args.seed, device=device,
                     verbose=0)
     start_steps, t0 = model.num_timesteps, time.perf_counter()
     model.learn(total_timesteps=max(0, args.steps - model.num_timesteps), callback=make_callbacks(args, run),
