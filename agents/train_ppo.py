@@ -7,8 +7,9 @@ Both use the same wrappers (`odyssey_gym.envs.sb3.make_sb3_env`), so the policy 
 other unchanged; score it in the real game with agents/evaluate.py. Checkpoints every --checkpoint-every
 agent steps; --resume continues from the newest. TensorBoard logs go to OUT/tb.
 
-Imagined rollouts stay stochastic (every frame is sampled from fresh diffusion noise) and start from real
-frames of the start bank, as World Models found a deterministic dream easy to exploit.
+Imagined rollouts stay stochastic, as World Models found a deterministic dream easy to exploit: every frame is
+sampled from fresh diffusion noise, episodes end with the termination head's (calibrated) probability rather than
+at a threshold, and they start from real frames of the start bank.
 """
 
 from __future__ import annotations

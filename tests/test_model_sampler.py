@@ -169,3 +169,30 @@ def test_bf16_sampler_runs_close_to_fp32():
     out16 = run(s16, acts)
     assert torch.isfinite(out16["latents"].float()).all()
     assert (out16["latents"].float() - out32["latents"]).abs().mean() < 0.05
+
+
+def test_sampled_termination_follows_the_calibrated_head():
+    """termination='sample' ends an episode with the head's probability, undoing the training pos_weight."""
+    import math
+
+    model = tiny_model(0)
+    model.config.dynamics.term_pos_weight = 4.0
+    head = model.dynamics.heads[-1]
+    with torch.no_grad():  # a constant logit of log(4): calibrated probability exactly 0.5
+        head.weight[1].zero_()
+        head.bias[1] = math.log(4.0)
+    B, k = 64, model.config.context_frames
+    frames, ctx, acts = data(B, k, 8)
+    outs = {}
+    for mode in ("sample", "threshold"):
+        s = Sampler(model, batch_size=B, device="cpu", termination=mode)
+        s.reset(frames, ctx, torch.ones(B, dtype=torch.bool), seeds=torch.arange(B))
+        outs[mode] = torch.stack([s.step(acts[:, t])[2] for t in range(8)])
+    frac = outs["sample"].float().mean().item()
+    assert abs(frac - 0.5) < 0.1, frac  # 512 draws: sd 0.022
+    assert outs["threshold"].all()  # the raw logit is > 0 everywhere
+    s = Sampler(model, batch_size=B, device="cpu", termination="sample")  # same seeds: same draws
+    s.reset(frames, ctx, torch.ones(B, dtype=torch.bool), seeds=torch.arange(B))
+    assert torch.equal(torch.stack([s.step(acts[:, t])[2] for t in range(8)]), outs["sample"])
+    with pytest.raises(ValueError, match="termination must be one of"):
+        Sampler(model, batch_size=2, device="cpu", termination="always")

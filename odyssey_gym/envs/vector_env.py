@@ -182,6 +182,7 @@ class WorldModelVectorEnv(VectorEnv):
         compile: bool | str | None = None,
         start_bank=None,
         dtype: torch.dtype | None = None,
+        termination: str = "sample",
     ):
         spec = get_world(world)
         self.world = spec
@@ -219,7 +220,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.model = model.to(self.device).eval()
         from odyssey_gym.model import Sampler
 
-        skw: dict[str, Any] = {}
+        skw: dict[str, Any] = {"termination": termination}  # "sample" (default) | "threshold": see Sampler
         if sampling_steps is not None:
             skw["sampling_steps"] = int(sampling_steps)
         if dtype is None:

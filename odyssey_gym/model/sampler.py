@@ -26,6 +26,8 @@ from .autoencoder import tensor_to_frames
 from .world_model import WorldModel
 
 CLEAN_PASS = 255  # noise stream of the clean (context-writing) pass; denoising pass i uses stream i
+TERM_STREAM = 254  # the uniform that decides a sampled termination
+TERMINATION_MODES = ("threshold", "sample")
 _M32 = 0xFFFFFFFF
 
 
@@ -46,6 +48,17 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def hash_uniform(seed: torch.Tensor, frame: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """Uniform (0, 1) float32 (N, n), a pure function of (seed[i], frame[i], stream): see `hash_noise`."""
+    s = seed.long()
+    key = _mix32((s & _M32) ^ _mix32((s >> 32) & _M32))
+    key = _mix32(key ^ (frame.long() & _M32))
+    key = _mix32((key + stream * 0x9E3779B9) & _M32)
+    idx = torch.arange(n, device=seed.device, dtype=torch.int64)
+    bits = _mix32((key[:, None] + idx * 0x9E3779B9) & _M32)
+    return ((bits >> 8).float() + 0.5) * (1.0 / (1 << 24))
+
+
 def hash_noise(seed: torch.Tensor, frame: torch.Tensor, stream: int, shape) -> torch.Tensor:
     """Standard normal noise (N, *shape) float32, a pure function of (seed[n], frame[n], stream).
 
@@ -53,13 +66,7 @@ def hash_noise(seed: torch.Tensor, frame: torch.Tensor, stream: int, shape) -> t
     log/cos, graph-capturable (no generator state), and independent of the batch it is drawn in.
     """
     n = math.prod(shape)
-    s = seed.long()
-    key = _mix32((s & _M32) ^ _mix32((s >> 32) & _M32))
-    key = _mix32(key ^ (frame.long() & _M32))
-    key = _mix32((key + stream * 0x9E3779B9) & _M32)
-    idx = torch.arange(2 * n, device=seed.device, dtype=torch.int64)
-    bits = _mix32((key[:, None] + idx * 0x9E3779B9) & _M32)
-    u = ((bits >> 8).float() + 0.5) * (1.0 / (1 << 24))  # uniform in (0, 1)
+    u = hash_uniform(seed, frame, stream, 2 * n)
     u1, u2 = u[:, :n], u[:, n:]
     z = (-2.0 * u1.log()).sqrt() * torch.cos(2 * math.pi * u2)
     return z.view(-1, *shape)
@@ -87,7 +94,7 @@ class Sampler:
 
     def __init__(self, model: WorldModel, batch_size: int, device=None, dtype: torch.dtype | None = None,
                  sampling_steps: int | None = None, context_noise: float | None = None, compile: bool = False,
-                 cuda_graph: bool = False, seed: int = 0):
+                 cuda_graph: bool = False, seed: int = 0, termination: str = "threshold"):
         device = torch.device(device) if device is not None else model.device
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, self.model.dtype
@@ -102,6 +109,13 @@ class Sampler:
         self.sampling_steps = int(sampling_steps or cfg.sampling_steps)
         self.sigmas = cfg.sigma_schedule(self.sampling_steps)
         self.context_noise = float(cfg.context_noise if context_noise is None else context_noise)
+        if termination not in TERMINATION_MODES:
+            raise ValueError(f"termination must be one of {TERMINATION_MODES}, got {termination!r}")
+        # "sample": terminate with the head's probability, as World Models sampled its done flag, so an agent
+        # cannot learn that a state never ends. Training weighted positives by term_pos_weight, which
+        # multiplies the odds; subtracting its log gives back the data's hazard.
+        self.termination = termination
+        self._term_offset = math.log(max(float(getattr(d, "term_pos_weight", 1.0)), 1e-6))
         self.generator = torch.Generator().manual_seed(seed)
 
         B, K, P, L, H, hd, dev = self.B, self.K, self.P, self.L, self.H, self.hd, device
@@ -239,7 +253,12 @@ class Sampler:
         self.last_latent.copy_(z0)
 
         frames = tensor_to_frames(self.model.decode_latents(z0))
-        return frames, reward.float(), term_logit > 0
+        if self.termination == "sample":
+            u = hash_uniform(self.seeds, self.frame_idx, TERM_STREAM, 1)[:, 0]
+            term = u < torch.sigmoid(term_logit.float() - self._term_offset)
+        else:
+            term = term_logit > 0
+        return frames, reward.float(), term
 
 
 # ---------------------------------------------------------------------------- slow reference
