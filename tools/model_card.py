@@ -35,6 +35,15 @@ def verdicts(r: dict) -> list[str]:
     if sp:
         out.append(f"- Latency at batch 1 <= 5 ms (Odyssey: 40 ms): **p50 {sp['latency_ms_p50']} ms, p99 {sp['latency_ms_p99']} ms "
                    f"({sp['mode']}), {'met' if sp['latency_ms_p50'] <= 5 else 'missed'}**.")
+    ct = r.get("controllability")
+    if ct and ct.get("transitions"):
+        v = ct["ratio"]["mean"]
+        out.append(f"- Controllability ratio >= 0.95 (probe accuracy on generated / real transitions): **{v:.3f}, "
+                   f"{'met' if v >= 0.95 else 'missed'}**.")
+    rz = (r.get("stability") or {}).get("realism") or {}
+    if rz.get("minute5_vs_minute1") is not None:
+        v = rz["minute5_vs_minute1"]
+        out.append(f"- Realism at minute 5 within 10% of minute 1: **{v * 100:+.1f}%, {'met' if abs(v) <= 0.10 else 'missed'}**.")
     st = r.get("stability")
     if st:
         nan = sum(st["minute_nonfinite_rewards"])
@@ -81,7 +90,10 @@ def main() -> None:
         f"- World `{summary['world']}` v{summary['world_version']}: {summary['data']['frames']} frames, "
         f"{summary['data']['episodes']} episodes, {_seed_summary(summary['data']['seeds'])}.",
         f"- Steps: autoencoder {summary['steps']['ae']}, dynamics {summary['steps']['dyn']}; "
-        f"{summary['gpu_minutes']} GPU-minutes on {a.gpu or 'the GPU'} (two runs shared the GPU).",
+        f"{summary['gpu_minutes']} GPU-minutes on {a.gpu or 'the GPU'}" + (
+            f"; initialised from {summary['init_from']['weights']} ({summary['init_from']['ae_steps']} autoencoder + "
+            f"{summary['init_from']['dyn_steps']} dynamics steps, {summary['init_from']['gpu_minutes']} GPU-minutes, "
+            f"commit {summary['init_from']['commit']})." if summary.get("init_from") else "."),
         f"- Code: commit {a.commit or summary.get('git_commit')}.",
         f"- Held-out evaluation data: {report['data']['frames']} frames, {report['data']['episodes']} episodes, seeds "
         f"{', '.join(map(str, report['data']['seeds'][:8]))}{' ...' if len(report['data']['seeds']) > 8 else ''} "
@@ -93,7 +105,17 @@ def main() -> None:
         "## Measured (`odyssey-gym eval`)",
         "",
         render_markdown(report),
+        "![PSNR vs horizon](psnr_vs_horizon.png) ![controllability](controllability_confusion.png) "
+        "![realism by minute](realism_vs_minute.png)",
+        "",
+        "Real (top) vs generated open-loop (bottom): ![strip](strip.png)",
+        "",
     ]
+    pr = report.get("probe")
+    if pr:
+        lines += [f"The probe (`probe/`, trained by `odyssey-gym train-probe` on {pr.get('data_frames')} real frames of "
+                  f"{pr.get('data_episodes')} episodes whose seeds the world model never saw; {pr['trained_steps']} steps) "
+                  f"scores {pr.get('val_mean_accuracy')} on held-out real transitions (chance {pr.get('val_chance')}).", ""]
     if a.reproduce:
         lines += ["## Reproduce", "", a.reproduce, ""]
     if a.notes:

@@ -218,6 +218,8 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
 
     stopped = False
 
+    reached: dict[str, int] = {}
+
     def run_phase(name, module, total, lr, wd, warmup, step0, batch_fn, loss_fn, ema_module, live_module):
         """One optimisation phase: the plain loop (batch, loss, backward, clip, step, EMA, log, save)."""
         nonlocal stopped, last_metrics
@@ -294,6 +296,7 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
                 t_save = time.monotonic()
         if bar is not None:
             bar.close()
+        reached[name] = step  # where a time-limited call stopped (the export names it)
         return opt, sched
 
     # ================================================================ phase 1: autoencoder
@@ -363,7 +366,7 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
             # A time-limited call still leaves usable weights behind (the run itself resumes from the checkpoint).
             if args.export and info.is_main:
                 steps.export(model, ema, world, data, flat, data_info, args.export, tc, last_metrics, gpu_seconds(), log,
-                             partial_step=step)
+                             partial_step=reached.get("dyn", step))
             return _finish(info, close_log, 0)
         phase, step = "done", dyn_total
         save("done", dyn_total, None, None)
