@@ -56,6 +56,7 @@ def test_train_probe_then_eval_writes_every_section(real_data, tmp_path):
     rz = r["stability"]["realism"]
     assert len(rz["per_minute"]) == 2 and all(v is not None and v >= 0 for v in rz["per_minute"])
     assert rz["samples_per_minute"][0] > 100
+    assert r["stability"]["video"] == "long_rollout.mp4" and (out / "long_rollout.mp4").stat().st_size > 1000
     for png in ("psnr_vs_horizon.png", "controllability_confusion.png", "realism_vs_minute.png", "strip.png"):
         assert (out / png).stat().st_size > 1000, png
     md = (out / "report.md").read_text()

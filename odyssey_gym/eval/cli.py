@@ -149,7 +149,7 @@ def run(args) -> int:
             roll["realism"] = _minute_realism(probe, flat, minute_feats, args.seed)
         report["stability"] = roll
         if kept is not None:
-            _write_video(out / "long_rollout.mp4", kept, fps=10)
+            roll["video"] = _write_video(out / "long_rollout.mp4", kept, fps=10)
         del s
     report["eval_seconds"] = round(time.time() - t0, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -290,12 +290,15 @@ def _save_strip(real, gen, path):
     Image.fromarray(np.concatenate([top, bottom], axis=0)).save(path)
 
 
-def _write_video(path, frames, fps):
+def _write_video(path, frames, fps) -> str:
+    """Write the MP4; returns what happened, for the report (a machine without moviepy gets no video, said so)."""
     try:
         from moviepy import ImageSequenceClip
     except ImportError:
-        return
+        print(f"eval: moviepy is not installed, so {path.name} was not written (pip install moviepy)")
+        return "skipped: moviepy not installed"
     ImageSequenceClip(list(frames), fps=fps).write_videofile(str(path), codec="libx264", audio=False, logger=None)
+    return path.name
 
 
 def render_markdown(r: dict) -> str:
