@@ -356,3 +356,17 @@ def test_minari_round_trip(recorded, tmp_path, monkeypatch):
         assert np.array_equal(a.truncations, b.truncations) and a.seed == b.seed
     with pytest.raises(DatasetError, match="frames of world"):
         import_minari(path, tmp_path / "wrong", "doom-explore")
+
+
+def test_engine_only_by_steps_or_by_seconds():
+    """The speed baseline that collect and bench share: a step budget, or seconds per worker after all are up."""
+    from odyssey_gym.data.recorder import engine_only
+
+    by_steps = engine_only(WORLD, steps=60, workers=2)
+    assert by_steps["steps"] == 60 and by_steps["workers"] == 2 and by_steps["steps_per_s"] > 0
+    by_time = engine_only(WORLD, workers=1, seconds=0.5)
+    assert by_time["steps"] > 0 and 0.4 < by_time["seconds"] < 5
+    with pytest.raises(ValueError, match="steps or seconds"):
+        engine_only(WORLD, workers=1)
+    with pytest.raises(ValueError, match="seconds > 0"):
+        engine_only(WORLD, workers=1, seconds=0)

@@ -52,6 +52,7 @@ class WorkerConfig:
     level: int = DEFAULT_LEVEL
     threaded_compress: bool = True
     record: bool = True  # False: step the engine and policy only (benchmark baseline)
+    seconds: float | None = None  # also stop this long after the go signal (benchmarks time by seconds)
 
 
 def _raise_exit(signum, frame):
@@ -102,7 +103,12 @@ def worker_main(cfg: WorkerConfig, out_q, stop_event, go_event=None) -> None:
             if os.getppid() != parent:
                 raise _ParentGone
         last_report = time.monotonic()
-        while steps_done < cfg.steps and not stop_event.is_set():
+        deadline = None if cfg.seconds is None else last_report + cfg.seconds
+
+        def spent() -> bool:
+            return steps_done >= cfg.steps or (deadline is not None and time.monotonic() >= deadline)
+
+        while not spent() and not stop_event.is_set():
             seed = episode_seed(cfg.seed, cfg.run, cfg.worker, ep_index)
             obs, _ = env.reset(seed=seed)
             policy.reset(obs)
@@ -118,7 +124,7 @@ def worker_main(cfg: WorkerConfig, out_q, stop_event, go_event=None) -> None:
                 action = policy.act(obs)
                 obs, reward, terminated, truncated, _ = env.step(action)
                 steps_done += 1
-                if steps_done >= cfg.steps and not (terminated or truncated):
+                if spent() and not (terminated or truncated):
                     truncated = True  # the budget cuts this episode
                 done = terminated or truncated
                 if enc is not None:
@@ -343,14 +349,20 @@ def collect(world, out, steps: int, workers: int = 1, seed: int = 0, policy: str
     return res
 
 
-def engine_only(world, steps: int, workers: int = 1, seed: int = 0, policy: str = "random",
-                start_method: str = "spawn") -> dict:
+def engine_only(world, steps: int | None = None, workers: int = 1, seed: int = 0, policy: str = "random",
+                start_method: str = "spawn", seconds: float | None = None) -> dict:
     """Step the engine with `workers` processes and a policy, recording nothing (the speed baseline).
 
-    Returns {"steps", "seconds", "steps_per_s"}; time runs from the moment every engine is up to the
-    last worker done, the same span as `CollectResult.seconds_running`."""
+    Give a step budget (split over the workers) or `seconds` each worker steps for (or both: the first
+    reached stops). Returns {"steps", "seconds", "steps_per_s", "workers", "per_process"}; time runs from
+    the moment every engine is up to the last worker done, the same span as `CollectResult.seconds_running`."""
     spec = get_world(world)
-    cfgs = [WorkerConfig(spec.name, w, b, seed, 0, policy, record=False) for w, b in enumerate(worker_budgets(steps, workers))]
+    if steps is None and seconds is None:
+        raise ValueError("engine_only needs steps or seconds")
+    if workers < 1 or (steps is not None and steps < workers) or (seconds is not None and seconds <= 0):
+        raise ValueError(f"need workers >= 1, steps >= workers and seconds > 0 (got {workers}, {steps}, {seconds})")
+    budgets = worker_budgets(steps, workers) if steps is not None else [2**62] * workers
+    cfgs = [WorkerConfig(spec.name, w, b, seed, 0, policy, record=False, seconds=seconds) for w, b in enumerate(budgets)]
     t0 = time.monotonic()
     q, stop, go, procs = _start_workers(cfgs, start_method)
     done, ready, total, errors = set(), set(), 0, []
@@ -373,8 +385,9 @@ def engine_only(world, steps: int, workers: int = 1, seed: int = 0, policy: str 
         elif kind == "error":
             done.add(w)
             errors.append(payload)
-    seconds = time.monotonic() - t0
+    elapsed = time.monotonic() - t0
     _stop_workers(procs, stop, q, lambda m: None, grace_s=5)
     if errors:
         raise RuntimeError("engine worker failed:\n" + "\n".join(errors))
-    return {"steps": total, "seconds": seconds, "steps_per_s": total / seconds}
+    return {"steps": total, "seconds": elapsed, "steps_per_s": total / elapsed, "workers": workers,
+            "per_process": total / elapsed / workers}

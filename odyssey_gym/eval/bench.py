@@ -23,10 +23,8 @@ import argparse
 import datetime as _dt
 import gc
 import json
-import multiprocessing as mp
 import os
 import platform
-import queue as queue_mod
 import re
 import subprocess
 import sys
@@ -244,82 +242,16 @@ def _spec(world):
 # ---------------------------------------------------------------------------------------------- real engine
 
 
-def _engine_worker(world: str, worker: int, seconds: float, out_q, go) -> None:
-    """One engine process: start the engine, say ready, wait for go, step random actions for `seconds`."""
-    env = None
-    try:
-        from odyssey_gym.worlds import make_real_env
-
-        spec = _spec(world)
-        env = make_real_env(spec, render_mode=None)
-        space = spec.action_space()
-        space.seed(1000 + worker)
-        acts = [space.sample() for _ in range(1024)]
-        env.reset(seed=worker)
-        out_q.put(("ready", worker, None))
-        if not go.wait(120):
-            out_q.put(("error", worker, "never got the go signal"))
-            return
-        steps, ep = 0, 0
-        t0 = time.perf_counter()
-        end = t0 + seconds
-        while True:
-            _, _, term, trunc, _ = env.step(acts[steps & 1023])
-            steps += 1
-            if term or trunc:
-                ep += 1
-                env.reset(seed=worker + 1000 * ep)  # episode resets count: they are part of stepping an engine
-            if (steps & 15) == 0 and time.perf_counter() >= end:
-                break
-        out_q.put(("done", worker, (steps, time.perf_counter() - t0)))
-    except BaseException:  # noqa: BLE001
-        out_q.put(("error", worker, traceback.format_exc()))
-    finally:
-        if env is not None:
-            env.close()
-
-
 def engine_speed(world: str, workers: int, seconds: float) -> dict:
-    """Aggregate steps/s of `workers` engine processes stepping together for `seconds` (start-up not timed)."""
-    ctx = mp.get_context("spawn")
-    q, go = ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=_engine_worker, args=(world, w, seconds, q, go), daemon=True) for w in range(workers)]
-    for p in procs:
-        p.start()
-    ready, results, errors = set(), {}, []
-    deadline = time.monotonic() + 120 + seconds
+    """Aggregate steps/s of `workers` engine processes stepping random actions together for `seconds`
+    (start-up not timed): the data layer's `engine_only`, with a failure reported in the result, not raised."""
+    from odyssey_gym.data.recorder import engine_only
+
     try:
-        while len(results) + len(errors) < workers and time.monotonic() < deadline:
-            try:
-                kind, w, payload = q.get(timeout=1.0)
-            except queue_mod.Empty:
-                if not any(p.is_alive() for p in procs):
-                    errors.append(f"engine workers exited (exit codes {[p.exitcode for p in procs]})")
-                    break
-                continue
-            if kind == "ready":
-                ready.add(w)
-                if len(ready) == workers:
-                    go.set()
-            elif kind == "done":
-                results[w] = payload
-            else:
-                errors.append(str(payload))
-        if len(results) + len(errors) < workers and not errors:
-            errors.append("timed out waiting for engine workers")
-    finally:
-        go.set()
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
-    if errors:
-        return {"workers": workers, "error": errors[0].strip().splitlines()[-1][:300], "details": errors}
-    steps = sum(s for s, _ in results.values())
-    rate = sum(s / dt for s, dt in results.values())
-    return {"workers": workers, "seconds": seconds, "steps": steps, "steps_per_s": rate,
-            "per_process": rate / workers}
+        res = engine_only(world, workers=workers, seconds=seconds, policy="random")
+    except RuntimeError as e:
+        return {"workers": workers, "error": str(e).strip().splitlines()[-1][:300], "details": [str(e)]}
+    return {**res, "seconds": seconds}
 
 
 # ---------------------------------------------------------------------------------------------- main job
@@ -562,4 +494,6 @@ def _release(env, device) -> None:
         env.close()
     gc.collect()
     if device.type == "cuda":
+        import torch
+
         torch.cuda.empty_cache()

@@ -137,10 +137,11 @@ def run(args) -> int:
         s = Sampler(model, batch_size=args.rollout_envs, device=device, cuda_graph=graph, **skw)
         feats = None
         if probe is not None:
+            from functools import partial
+
             from .realism import device_features
 
-            def feats(frames):
-                return device_features(probe, frames)
+            feats = partial(device_features, probe)
         roll = long_rollout(s, spec, bank_f[: args.rollout_envs], bank_a[: args.rollout_envs], steps=args.rollout_steps,
                             seed=args.seed, keep_every=max(1, int(spec.fps)), features=feats)
         kept = roll.pop("kept_frames")
