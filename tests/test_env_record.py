@@ -96,9 +96,9 @@ def test_record_cli_sb3_agent(weights, tmp_path, capsys):
 
 
 def test_sticky_agent_holds_keys():
-    from odyssey_gym.envs.agents import StickyAgent, make_agent
+    from odyssey_gym.envs.agents import make_agent
 
-    agent = StickyAgent("doom-explore", num_envs=3, seed=0)
+    agent = make_agent("sticky", "doom-explore", 3, seed=0)
     acts = np.stack([agent() for _ in range(200)])  # (T, 3, 6)
     changes = (acts[1:] != acts[:-1]).any(-1).sum(0)
     assert (changes < 150).all() and (changes > 3).all()  # held, but not forever
