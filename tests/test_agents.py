@@ -82,3 +82,19 @@ def test_train_in_the_real_engine_uses_the_same_stack(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     meta = json.loads((tmp_path / "real" / "meta.json").read_text())
     assert meta["trained_in"] == "real" and meta["agent_steps"] == 64
+
+
+def test_collect_records_with_a_frame_stacked_agent(trained, tmp_path):
+    """`collect --policy policy.zip` feeds an agents/-trained policy the 4 stacked frames it was trained on."""
+    from odyssey_gym.data.dataset import open_dataset
+    from odyssey_gym.data.policies import make_policy
+    from odyssey_gym.data.recorder import collect
+    from odyssey_gym.worlds import get_world
+
+    root, _, _ = trained
+    pol = make_policy(str(root / "run" / "policy.zip"), get_world("doom-takecover"))
+    assert pol.stack == 4
+    res = collect("doom-takecover", tmp_path / "d", steps=120, workers=1, seed=3, policy=str(root / "run" / "policy.zip"),
+                  progress=False)
+    assert res.error is None and res.steps == 120
+    assert len(open_dataset([str(tmp_path / "d")]).episodes) == res.episodes >= 1

@@ -166,13 +166,28 @@ class CallablePolicy(Policy):
 
 
 class SB3Policy(Policy):
-    """Wrap a Stable-Baselines3 model (anything with `.predict(obs, deterministic=False)`)."""
+    """Wrap a Stable-Baselines3 model (anything with `.predict(obs, deterministic=False)`).
+
+    A model trained on stacked frames (agents/train_ppo.py stacks 4 on the channel axis, so its image space
+    has 3*k channels) gets the last k frames stacked the same way, the first frame repeated at reset, so
+    `collect --policy runs/ppo/.../policy.zip` records with the agent itself.
+    """
 
     def __init__(self, model, deterministic: bool = False):
         self.model = model
         self.deterministic = deterministic
+        shape = getattr(getattr(model, "observation_space", None), "shape", None) or ()
+        channels = min(shape[0], shape[-1]) if len(shape) == 3 else 3
+        self.stack = channels // 3 if channels % 3 == 0 and channels > 3 else 1
+        self._frames: list[np.ndarray] = []
+
+    def reset(self, obs=None) -> None:
+        self._frames = [] if obs is None else [obs] * self.stack
 
     def act(self, obs):
+        if self.stack > 1 and obs is not None:
+            self._frames = (self._frames or [obs] * self.stack)[1:] + [obs]
+            obs = np.concatenate(self._frames, axis=-1)
         action, _ = self.model.predict(obs, deterministic=self.deterministic)
         return action
 

@@ -10,7 +10,6 @@ from odyssey_gym.worlds import WorldSpec, get_world
 __all__ = ["RandomAgent", "make_agent"]
 
 
-
 class RandomAgent:
     """Uniform random actions from the batched action space."""
 
