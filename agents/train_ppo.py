@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ent-coef", type=float, default=0.01)
     p.add_argument("--checkpoint-every", type=int, default=100_000, help="agent steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
+    p.add_argument("--init-policy", default=None, metavar="ZIP",
+                   help="start from this policy (e.g. the last round of agents/dream_loop.py); --steps more are trained")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     for name in ("steps", "num_envs", "frame_stack", "n_steps", "batch_size", "epochs", "checkpoint_every"):
@@ -117,6 +119,13 @@ def main(argv=None) -> int:
     if ckpt is not None:
         model = PPO.load(ckpt, env=env, device=device, tensorboard_log=tb)
         print(f"resumed from {ckpt} at {model.num_timesteps} steps")
+    elif args.init_policy:
+        if not Path(args.init_policy).is_file():
+            print(f"train_ppo: --init-policy {args.init_policy}: no such file", file=sys.stderr)
+            return 2
+        model = PPO.load(args.init_policy, env=env, device=device, tensorboard_log=tb)
+        model.num_timesteps = 0  # --steps counts this run's steps
+        print(f"initialised from {args.init_policy}")
     else:
         model = PPO("CnnPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.epochs,
                     learning_rate=args.lr, ent_coef=args.ent_coef, clip_range=0.1, gamma=0.99, gae_lambda=0.95,
@@ -132,6 +141,7 @@ def main(argv=None) -> int:
     meta = {
         "world": args.world, "trained_in": args.source, "frame_stack": args.frame_stack, "num_envs": args.num_envs,
         "agent_steps": int(model.num_timesteps), "seed": args.seed, "weights": args.weights or "shipped",
+        "init_policy": args.init_policy,
         "wall_seconds_this_call": round(wall, 1),
         "agent_steps_per_second": round((model.num_timesteps - start_steps) / max(wall, 1e-9), 1),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),

@@ -98,3 +98,30 @@ def test_collect_records_with_a_frame_stacked_agent(trained, tmp_path):
                   progress=False)
     assert res.error is None and res.steps == 120
     assert len(open_dataset([str(tmp_path / "d")]).episodes) == res.episodes >= 1
+
+
+def test_dream_loop_two_rounds_on_tiny(tmp_path):
+    """agents/dream_loop.py: PPO in the dream, real score, real data with the policy, world-model fine-tune, again."""
+    from odyssey_gym.data.recorder import collect
+    from odyssey_gym.envs.testing import make_tiny_weights
+
+    w = make_tiny_weights("doom-takecover", tmp_path / "w", n_starts=4)
+    collect("doom-takecover", tmp_path / "base", steps=150, workers=1, seed=9, progress=False)
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text("model:\n  preset: tiny\ntrain:\n  bf16: false\n  ae_steps: 0\n  dyn_steps: 6\n  dyn_batch_size: 4\n"
+                   "  dyn_window: 8\n  dyn_warmup_steps: 1\n  log_every_steps: 2\n  save_every_steps: 3\n"
+                   "  save_every_seconds: 0\n  start_bank_size: 4\n  gpu_resident_frac: 1.0\n")
+    args = ["--rounds", 2, "--out", tmp_path / "loop", "--weights", w, "--base-data", tmp_path / "base", "--config", cfg,
+            "--ppo-steps", 64, "--collect-steps", 80, "--collect-workers", 1, "--wm-minutes", 2, "--eval-episodes", 2,
+            "--num-envs", 2, "--device", "cpu", "--ppo-args", "--n-steps 32 --batch-size 32 --epochs 1 --checkpoint-every 64"]
+    r = _run("dream_loop.py", *args, cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    state = json.loads((tmp_path / "loop" / "loop.json").read_text())
+    r0, r1 = state["rounds"]
+    assert r0["weights"] == str(w) and r1["weights"] == r0["next_weights"]  # round 1 plays in the fine-tuned model
+    assert (Path(r0["next_weights"]) / "config.json").is_file() and (Path(r0["data"]) / "manifest.json").is_file()
+    assert all(x["real_score"]["episodes"] == 2 for x in (r0, r1)) and "data" not in r1
+    meta1 = json.loads((tmp_path / "loop" / "round1" / "ppo" / "meta.json").read_text())
+    assert meta1["init_policy"] == r0["policy"] and meta1["weights"] == r0["next_weights"]
+    again = _run("dream_loop.py", *args, cwd=tmp_path)  # everything recorded as done: nothing runs again
+    assert again.returncode == 0 and "$ " not in again.stdout
