@@ -318,3 +318,13 @@ def test_slow_client_keeps_only_the_newest_frame():
     for i in range(5):  # five ticks while the sender was busy: four are dropped, nothing queues
         p.offer(b"frame%d" % i, float(i))
     assert p.latest == (b"frame4", 4.0) and p.dropped == 4 and p.wake.is_set()
+
+
+def test_encode_chunks_keep_small_batches_in_one_task():
+    from odyssey_gym.play.web.server import encode_chunks
+
+    assert encode_chunks(list(range(8)), workers=8) == [list(range(8))]
+    assert encode_chunks([], workers=8) == [[]]
+    big = encode_chunks(list(range(100)), workers=8)
+    assert len(big) == 4 and sorted(i for c in big for i in c) == list(range(100))
+    assert len(encode_chunks(list(range(1000)), workers=8)) == 8
