@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(script, *args, cwd):
+    """Run an agents/ script; output goes to files, not pipes, so an engine process left behind by a crash
+    cannot hold the pipe open and turn a failure into a timeout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "agents" / script), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        rc = subprocess.run([sys.executable, str(ROOT / "agents" / script), *map(str, args)], cwd=cwd, env=env,
+                            stdout=out, stderr=err, text=True, timeout=300).returncode
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess([script], rc, out.read(), err.read())
 
 
 @pytest.fixture(scope="module")

@@ -97,6 +97,9 @@ class DoomEnv(gym.Env):
             game.set_living_reward(spec.living_reward)
         if spec.death_penalty is not None:
             game.set_death_penalty(spec.death_penalty)
+        # ViZDoom makes ./_vizdoom/ at init with a check-then-create; engines starting together in a fresh
+        # directory race on it and the loser dies ("Failed to create ./_vizdoom/ directory: File exists").
+        os.makedirs("_vizdoom", exist_ok=True)
         game.init()
         return game
 
