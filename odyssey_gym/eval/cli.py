@@ -50,7 +50,6 @@ def _fmt(x, nd=2):
 
 
 def run(args) -> int:
-    import numpy as np
     import torch
 
     from ..data.dataset import open_dataset

@@ -226,7 +226,7 @@ class Sampler:
     @torch.no_grad()
     def _step_impl(self, actions: torch.Tensor):
         dyn = self.model.dynamics
-        B, R, P = self.B, self.R, self.P
+        R, P = self.R, self.P
         # slot ages: 0 = the new frame's own slot (ptr), 1 = newest context frame, ...; valid: age <= valid
         ages = (self.ptr[:, None] - self._slots[None, :]) % R  # (B, R)
         key_valid = (ages <= self.valid[:, None]).repeat_interleave(P, dim=1)  # (B, R*P)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..worlds import get_world
-from .resident import ResidentData, uint8_to_float
+from .resident import ResidentData
 
 
 class DataError(RuntimeError):

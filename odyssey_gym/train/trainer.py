@@ -222,7 +222,7 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
 
     def run_phase(name, module, total, lr, wd, warmup, step0, batch_fn, loss_fn, ema_module, live_module):
         """One optimisation phase: the plain loop (batch, loss, backward, clip, step, EMA, log, save)."""
-        nonlocal stopped, last_metrics
+        nonlocal stopped
         train_module = Objective(module, loss_fn)
         if info.enabled:
             train_module = torch.nn.parallel.DistributedDataParallel(
