@@ -85,10 +85,9 @@ def save_histogram(scores, path, title):
 
 
 def save_clip(frames, path, fps):
-    from moviepy import ImageSequenceClip
+    from odyssey_gym.video import write_mp4
 
-    big = np.repeat(np.repeat(frames, 4, axis=1), 4, axis=2)  # 64x64 is tiny on screen
-    ImageSequenceClip(list(big), fps=fps).write_videofile(str(path), codec="libx264", audio=False, logger=None)
+    write_mp4(path, np.repeat(np.repeat(frames, 4, axis=1), 4, axis=2), fps)  # 64x64 is tiny on screen
 
 
 def main(argv=None) -> int:

@@ -106,12 +106,10 @@ def run(args: argparse.Namespace) -> int:
         frames.append(tile(np.stack(base.get_images())))
     env.close()
 
-    from moviepy import ImageSequenceClip
+    from odyssey_gym.video import write_mp4
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    fps = args.fps or base.metadata["render_fps"]
-    clip = ImageSequenceClip(frames, fps=fps)
-    clip.write_videofile(str(out), codec="libx264", audio=False, logger=None)
+    write_mp4(out, frames, fps=args.fps or base.metadata["render_fps"])
     sps = args.steps * args.num_envs / max(t_env, 1e-9)
     print(str(out))
     print(f"{args.steps} steps x {args.num_envs} envs on {base.venv.device}: {sps:.1f} env steps/s "

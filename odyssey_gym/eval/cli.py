@@ -292,13 +292,14 @@ def _save_strip(real, gen, path):
 
 def _write_video(path, frames, fps) -> str:
     """Write the MP4; returns what happened, for the report (a machine without moviepy gets no video, said so)."""
-    try:
-        from moviepy import ImageSequenceClip
-    except ImportError:
+    from importlib.util import find_spec
+
+    if find_spec("moviepy") is None:
         print(f"eval: moviepy is not installed, so {path.name} was not written (pip install moviepy)")
         return "skipped: moviepy not installed"
-    ImageSequenceClip(list(frames), fps=fps).write_videofile(str(path), codec="libx264", audio=False, logger=None)
-    return path.name
+    from ..video import write_mp4
+
+    return write_mp4(path, frames, fps).name
 
 
 def render_markdown(r: dict) -> str:

@@ -34,19 +34,15 @@ def encode_mp4(jpegs: list[bytes], fps: float) -> bytes:
     """JPEG frames -> MP4 (H.264, yuv420p) bytes. Blocking: call it from a worker thread."""
     if not jpegs:
         raise ValueError("no frames recorded yet")
-    from moviepy import ImageSequenceClip
     from PIL import Image
 
+    from odyssey_gym.video import write_mp4
+
     frames = [np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs]
-    h, w = frames[0].shape[:2]
-    if h % 2 or w % 2:  # yuv420p needs even sides
-        frames = [f[: h - h % 2, : w - w % 2] for f in frames]
     fd, path = tempfile.mkstemp(suffix=".mp4", prefix="odyssey-web-")
     os.close(fd)
     try:
-        clip = ImageSequenceClip(frames, fps=fps)
-        clip.write_videofile(path, codec="libx264", audio=False, logger=None, ffmpeg_params=["-pix_fmt", "yuv420p"])
-        clip.close()
+        write_mp4(path, frames, fps)
         with open(path, "rb") as f:
             return f.read()
     finally:
