@@ -100,10 +100,10 @@ def run(args) -> int:
         from .probe import Probe
 
         probe = Probe.load(probe_dir, device=device)
-        report["probe"] = {"dir": str(probe_dir), "trained_steps": probe.config.trained_steps,
-                           "train_transitions": probe.config.train_transitions, **probe.config.extra}
         if probe.config.world != spec.name:
             raise SystemExit(f"probe is for world {probe.config.world!r}, not {spec.name!r}")
+        report["probe"] = {"dir": str(probe_dir), "trained_steps": probe.config.trained_steps,
+                           "train_transitions": probe.config.train_transitions, **probe.config.extra}
         report["controllability"] = _probe_eval(sampler, flat, k, probe, args.probe_transitions, args.seed)
         save_partial()
         print(json.dumps({"controllability": report["controllability"]}), flush=True)

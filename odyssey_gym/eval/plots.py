@@ -51,19 +51,20 @@ def plot_confusion(report: dict, path) -> bool:
     names = list(ct["real"]["per_action"])
     ratio = ct["ratio"]["mean"]
 
-    def norm(m):
-        m = np.asarray(m, dtype=np.float64)
-        return m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    def heatmap(ax, counts):
+        """Row-normalised counts as a blue matrix, each cell labelled with its value."""
+        m = np.asarray(counts, dtype=np.float64)
+        m = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(m, vmin=0, vmax=1, cmap="Blues")
+        for (r, c), v in np.ndenumerate(m):
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8, color="black" if v < 0.6 else "white")
 
     if isinstance(ct["real"]["confusion"], dict):  # multibinary: per button 2x2
         fig, axes = plt.subplots(2, len(names), figsize=(1.9 * len(names) + 0.5, 4.2), squeeze=False)
         for row, key in enumerate(("real", "generated")):
             for j, nm in enumerate(names):
                 ax = axes[row, j]
-                m = norm(ct[key]["confusion"][nm])
-                ax.imshow(m, vmin=0, vmax=1, cmap="Blues")
-                for (r, c), v in np.ndenumerate(m):
-                    ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8, color="black" if v < 0.6 else "white")
+                heatmap(ax, ct[key]["confusion"][nm])
                 ax.set_xticks([0, 1], ["up", "down"], fontsize=7)
                 ax.set_yticks([0, 1], ["up", "down"], fontsize=7)
                 ax.set_title(f"{key[:3]}: {nm}\nacc {ct[key]['per_action'][nm]:.2f}", fontsize=7)
@@ -71,10 +72,7 @@ def plot_confusion(report: dict, path) -> bool:
         fig, axes = plt.subplots(1, 2, figsize=(4 + 0.8 * len(names), 2.2 + 0.45 * len(names)), squeeze=False)
         for col, key in enumerate(("real", "generated")):
             ax = axes[0, col]
-            m = norm(ct[key]["confusion"])
-            ax.imshow(m, vmin=0, vmax=1, cmap="Blues")
-            for (r, c), v in np.ndenumerate(m):
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8, color="black" if v < 0.6 else "white")
+            heatmap(ax, ct[key]["confusion"])
             ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
             ax.set_yticks(range(len(names)), names, fontsize=7)
             ax.set_xlabel("predicted")
