@@ -101,9 +101,19 @@ def test_loss_masks_and_metrics():
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert {"denoise", "reward_mse", "term_bce", "term_acc", "mse_target", "loss"} <= set(m)
     assert all(v.requires_grad is False for v in m.values())
-    # only the last frame counts, forced target-like: no head loss (heads train on context-like frames)
+    # teacher forcing: only the counted frames' denoising counts (the target stream of frame 4 alone)
     lm = torch.zeros(2, 5, dtype=torch.bool)
     lm[:, -1] = True
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    _, m_all = dyn.loss(z, a, r, term, loss_mask=lm, generator=g())
+    z_other = z.clone()
+    z_other[:, 1:4] += 1.0  # moves the targets 1..3 (not counted) and the context of frame 4
+    _, m_moved = dyn.loss(z_other, a, r, term, loss_mask=lm, context_z=z, generator=g())
+    torch.testing.assert_close(m_moved["denoise"], m_all["denoise"])  # frame 4's context was kept by context_z
+    with pytest.raises(ValueError, match="diffusion_forcing"):
+        dyn.loss(z, a, r, term, context_mask=~lm)
+    # diffusion forcing: only the last frame counts, forced target-like: no head loss (heads train on context-like frames)
+    dyn = tiny_dynamics(objective="diffusion_forcing")
     ctx = ~lm
     loss2, m2 = dyn.loss(z, a, r, term, loss_mask=lm, context_mask=ctx)
     assert m2["reward_mse"] == 0 and torch.isfinite(loss2)
@@ -201,7 +211,6 @@ def test_term_pos_weight_scales_only_terminal_frames():
     """Class weighting of the termination BCE: terminal frames count pos_weight times, others unchanged."""
     z, _, a = inputs(T=5)
     r = torch.zeros(2, 5)
-    ctx = torch.ones(2, 5, dtype=torch.bool)  # every frame context-like: all feed the heads
     none = torch.zeros(2, 5, dtype=torch.bool)
     some = none.clone()
     some[:, 2] = True
@@ -209,7 +218,8 @@ def test_term_pos_weight_scales_only_terminal_frames():
     for w in (1.0, 10.0):
         dyn = tiny_dynamics(term_pos_weight=w)
         for name, term in (("none", none), ("some", some)):
-            _, m = dyn.loss(z, a, r, term, context_mask=ctx, generator=torch.Generator().manual_seed(0))
+            # teacher forcing: the heads read every frame's context stream
+            _, m = dyn.loss(z, a, r, term, generator=torch.Generator().manual_seed(0))
             bce[w, name] = float(m["term_bce"])
     assert bce[1.0, "none"] == pytest.approx(bce[10.0, "none"])  # no terminal frame: weight is irrelevant
     assert bce[10.0, "some"] > 2 * bce[1.0, "some"]

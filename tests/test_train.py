@@ -197,20 +197,27 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
             assert torch.equal(v, state[key][k]), f"{key}.{k} differs after kill + resume"
 
 
-def test_unroll_context_replaces_only_the_tail():
+@pytest.mark.parametrize("objective", ["teacher_forcing", "diffusion_forcing"])
+def test_unroll_context_replaces_only_the_tail(objective):
     from odyssey_gym.train.steps import unroll_context
 
-    from odyssey_gym.model import Dynamics, DynamicsConfig
+    from odyssey_gym.model import Dynamics, DynamicsConfig, karras_sigmas
 
     torch.manual_seed(0)
     dyn = Dynamics(DynamicsConfig(latent_channels=4, latent_size=(2, 2), patch_size=1, n_layer=1, n_head=2, n_embd=32,
-                                  action_dim=3, context_frames=4, max_frames=6))
+                                  action_dim=3, context_frames=4, max_frames=6, objective=objective))
     with torch.no_grad():  # the output layer starts at zero; randomise it so generated frames differ from the input
         dyn.out.weight.normal_(0, 0.5)
         dyn.out.bias.normal_(0, 0.5)
     z = torch.randn(4, 6, 4, 2, 2)
     b = {"z": z, "actions": torch.rand(4, 6, 3)}
-    z2, mask = unroll_context(dyn, b, n_rows=2, unroll_len=2)
+    kw = unroll_context(dyn, b, n_rows=2, unroll_len=2, sigmas=karras_sigmas(2, 5.0, 0.002, 7.0))
+    z2 = kw["context_z" if objective == "teacher_forcing" else "z"]
     assert torch.equal(z2[2:], z[2:]) and torch.equal(z2[:2, :3], z[:2, :3]) and torch.equal(z2[:, 5], z[:, 5])
     assert not torch.equal(z2[:2, 3:5], z[:2, 3:5])
-    assert mask[:2].tolist() == [[False] * 5 + [True]] * 2 and mask[2:].all()
+    if objective == "teacher_forcing":  # the targets stay the true frames: every frame still trains
+        assert set(kw) == {"context_z"}
+        dyn.loss(z, b["actions"], **kw)[0].backward()
+    else:
+        mask = kw["loss_mask"]
+        assert mask[:2].tolist() == [[False] * 5 + [True]] * 2 and mask[2:].all()

@@ -8,11 +8,20 @@ matter; its frequencies are integer multiples of 2*pi/rope_period, so a rotation
 function of (frame index mod rope_period). The sampler stores keys already rotated and its
 positions never grow: a ring-buffer cache runs forever. Space has a learned position embedding.
 
-Every frame has its own noise level sigma (diffusion forcing) and is conditioned on the action
-that led INTO it; both enter every block through a shared adaLN (PixArt's adaLN-single: one
-projection for all blocks plus a small learned table per block). EDM preconditioning with x0
-prediction lets 1-4 denoising steps suffice. Reward and termination heads read the mean-pooled
-final hidden state of a (near-)clean frame.
+Every frame has its own noise level sigma and is conditioned on the action that led INTO it;
+both enter every block through a shared adaLN (PixArt's adaLN-single: one projection for all
+blocks plus a small learned table per block). EDM preconditioning with x0 prediction lets 1-4
+denoising steps suffice. Reward and termination heads read the mean-pooled final hidden state of
+a (near-)clean frame.
+
+Training objective (`objective`):
+- "teacher_forcing" (default): every window runs as two streams of the same T frames, a context
+  stream (clean, or lightly noised with its level as input: GameNGen's context-noise augmentation)
+  and a target stream (each frame at its own diffusion noise level). A target frame attends to the
+  context stream's previous K frames and to itself, exactly what the sampler's KV cache shows it at
+  inference, so every frame of the window is a training target with a clean context.
+- "diffusion_forcing": one stream with independent per-frame noise. A context that is often seen
+  at high noise teaches the model to lean on it less; kept for comparison and old configs.
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+OBJECTIVES = ("teacher_forcing", "diffusion_forcing")
 
 
 @dataclass
@@ -46,8 +58,11 @@ class DynamicsConfig:
     sigma_data: float = 1.0
     sigma_p_mean: float = 0.0  # target frames: ln(sigma) ~ N(p_mean, p_std)
     sigma_p_std: float = 1.2
-    p_context: float = 0.5  # probability that a training frame is context-like
-    sigma_ctx_max: float = 0.3  # context-like frames: sigma ~ U(0, sigma_ctx_max) (context-noise augmentation)
+    objective: str = "teacher_forcing"  # "teacher_forcing" | "diffusion_forcing" (see the module docstring)
+    p_context: float = 0.5  # diffusion forcing: probability that a training frame is context-like
+    sigma_ctx_max: float = 0.3  # context-noise augmentation: context sigma ~ U(0, sigma_ctx_max)
+    p_context_aug: float = 0.5  # teacher forcing: fraction of windows whose context frames are noised
+    p_sigma_max: float = 0.0  # teacher forcing: fraction of target frames trained at exactly sigma_max (the first sampling pass)
     # few-step sampling schedule (Karras rho schedule, ends at 0)
     sigma_max: float = 5.0
     sigma_min: float = 0.002
@@ -67,6 +82,11 @@ class DynamicsConfig:
             raise ValueError(f"n_embd {self.n_embd} must be divisible by n_head {self.n_head}")
         if self.rope_period <= max(self.context_frames, self.max_frames):
             raise ValueError(f"rope_period {self.rope_period} must exceed context_frames and max_frames")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        for name in ("p_context", "p_context_aug", "p_sigma_max"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
 
     @property
     def head_dim(self) -> int:
@@ -135,6 +155,23 @@ def frame_causal_mask(T: int, P: int, window: int, device=None) -> torch.Tensor:
     f = torch.arange(T, device=device).repeat_interleave(P)
     d = f[:, None] - f[None, :]
     return (d >= 0) & (d <= window)
+
+
+def teacher_forcing_mask(T: int, P: int, window: int, device=None) -> torch.Tensor:
+    """(2*T*P, 2*T*P) bool for [context stream | target stream] tokens, True = may attend.
+
+    Context frame i sees context frames i-window .. i (as the sampler's clean pass does); target frame i
+    sees context frames i-window .. i-1 and itself (as a frame being denoised sees the KV cache); the
+    context stream never sees the targets, so no target leaks into another frame's input.
+    """
+    f = torch.arange(T, device=device).repeat_interleave(P)
+    d = f[:, None] - f[None, :]
+    ctx_ctx = (d >= 0) & (d <= window)
+    tgt_ctx = (d >= 1) & (d <= window)
+    tgt_tgt = d == 0
+    top = torch.cat([ctx_ctx, torch.zeros_like(ctx_ctx)], dim=1)
+    bottom = torch.cat([tgt_ctx, tgt_tgt], dim=1)
+    return torch.cat([top, bottom], dim=0)
 
 
 def timestep_embedding(c: torch.Tensor, dim: int) -> torch.Tensor:
@@ -314,6 +351,33 @@ class Dynamics(nn.Module):
         out = self._finish(x, cond, z_noisy, pre)
         return (*out, kvs) if return_kv else out
 
+    # -- forward over a window as two streams (teacher-forcing training, the agreement test)
+
+    def forward_teacher_forcing(self, z_ctx, sigma_ctx, z_noisy, sigma, actions, window: int | None = None):
+        """Denoise every frame of a window against the clean context before it, in one pass.
+
+        z_ctx (B, T, C, h, w) the context stream at levels sigma_ctx (B, T); z_noisy (B, T, C, h, w) the
+        target stream at levels sigma (B, T); actions (B, T, A) into-frame, shared by both streams. Target
+        frame t sees context frames t-window .. t-1 and itself (`teacher_forcing_mask`); both streams' frame
+        t sit at RoPE position t. Returns (z0_pred of the targets, reward (B, T), term_logit (B, T)), the
+        heads read from the context stream (the sampler reads them from its clean pass).
+        """
+        cfg = self.config
+        B, T = sigma.shape
+        window = cfg.context_frames if window is None else window
+        xc, cc, mc, pc = self._embed(z_ctx, sigma_ctx, actions)
+        xn, cn, mn, pn = self._embed(z_noisy, sigma, actions)
+        x, cond, mod = torch.cat([xc, xn], 1), torch.cat([cc, cn], 1), torch.cat([mc, mn], 1)
+        P = x.shape[2]
+        pos = torch.arange(T, device=x.device).repeat(2).repeat_interleave(P)
+        cos, sin = rope_angles(pos, cfg.rope_dim, cfg.rope_base, cfg.rope_period)
+        mask = teacher_forcing_mask(T, P, window, x.device)
+        for block in self.blocks:
+            x, _ = block(x, mod, (cos, sin), mask)
+        pre = tuple(torch.cat([a, b], 1) for a, b in zip(pc, pn))
+        z0, r, t = self._finish(x, cond, torch.cat([z_ctx, z_noisy], 1), pre)
+        return z0[:, T:], r[:, :T], t[:, :T]
+
     # -- forward of one new frame against a KV cache (the real-time sampler)
 
     def forward_cached(self, z_noisy, sigma, action, pos, caches, slot, key_valid):
@@ -344,29 +408,66 @@ class Dynamics(nn.Module):
         if context_mask is None:
             context_mask = torch.rand(B, T, device=device, generator=generator) < cfg.p_context
         s_ctx = torch.rand(B, T, device=device, generator=generator) * cfg.sigma_ctx_max
-        s_tgt = (cfg.sigma_p_mean + cfg.sigma_p_std * torch.randn(B, T, device=device, generator=generator)).exp()
+        s_tgt = self.sample_target_sigma(B, T, device, generator)
         return torch.where(context_mask, s_ctx, s_tgt), context_mask
 
+    def sample_target_sigma(self, B: int, T: int, device, generator=None):
+        """Levels of frames being denoised (B, T): EDM's log-normal, a fraction `p_sigma_max` at sigma_max."""
+        cfg = self.config
+        s = (cfg.sigma_p_mean + cfg.sigma_p_std * torch.randn(B, T, device=device, generator=generator)).exp()
+        if cfg.p_sigma_max > 0:
+            at_max = torch.rand(B, T, device=device, generator=generator) < cfg.p_sigma_max
+            s = torch.where(at_max, torch.full_like(s, cfg.sigma_max), s)
+        return s
+
+    def sample_context_sigma(self, B: int, T: int, device, generator=None):
+        """Context-noise augmentation levels (B, T): a fraction `p_context_aug` of windows gets per-frame
+        U(0, sigma_ctx_max), the rest is clean (the level enters the model, as in GameNGen)."""
+        cfg = self.config
+        noised = torch.rand(B, 1, device=device, generator=generator) < cfg.p_context_aug
+        s = torch.rand(B, T, device=device, generator=generator) * cfg.sigma_ctx_max
+        return torch.where(noised, s, torch.zeros_like(s))
+
     def loss(self, z, actions, rewards=None, terminated=None, first=None, *, loss_mask=None, context_mask=None,
-             generator=None):
-        """Diffusion-forcing training loss on a window of clean normalised latents.
+             context_z=None, generator=None):
+        """Training loss on a window of clean normalised latents, by `config.objective`.
 
         z (B, T, C, h, w) clean; actions (B, T, A) into-frame; rewards (B, T); terminated (B, T) bool;
         first (B, T) bool marks episode starts (their reward/termination is not a real signal and is masked).
-        loss_mask (B, T) bool: frames that count (e.g. only the true last frame after a self-forcing unroll).
-        context_mask (B, T) bool: force frames context-like (True) / target-like (False) instead of at random.
-        Each frame gets its own sigma: context-like U(0, sigma_ctx_max) with prob p_context, else log-normal.
-        Denoising loss (EDM weighting) on all counted frames; reward MSE + termination BCE on counted
-        context-like frames. Returns (loss, metrics) with metrics as detached tensors (no host sync).
+        loss_mask (B, T) bool: frames whose denoising counts (default: all; teacher forcing also drops frame 0,
+        which has no context). context_z: teacher forcing only: the context stream's frames when they differ
+        from the targets z (self-forcing: the model's own samples as context, the true frames as targets).
+        context_mask (B, T) bool: diffusion forcing only: force frames context-like / target-like.
+        Denoising loss with EDM weighting; reward MSE + termination BCE on the frames the heads read.
+        Returns (loss, metrics) with metrics as detached tensors (no host sync).
         """
         cfg = self.config
         B, T = z.shape[:2]
         dev = z.device
-        sigma, is_ctx = self.sample_sigma(B, T, dev, context_mask, generator)
-        noise = torch.randn(z.shape, device=dev, generator=generator, dtype=torch.float32)
-        z_noisy = (z.float() + sigma[..., None, None, None] * noise).to(z.dtype)
-        z0, r, t = self(z_noisy, sigma, actions)
         counted = torch.ones(B, T, dtype=torch.bool, device=dev) if loss_mask is None else loss_mask.bool()
+        noise = torch.randn(z.shape, device=dev, generator=generator, dtype=torch.float32)
+        if cfg.objective == "teacher_forcing":
+            if context_mask is not None:
+                raise ValueError("context_mask applies to the diffusion_forcing objective only")
+            sigma = self.sample_target_sigma(B, T, dev, generator)
+            s_ctx = self.sample_context_sigma(B, T, dev, generator)
+            ctx = z if context_z is None else context_z
+            ctx_noise = torch.randn(z.shape, device=dev, generator=generator, dtype=torch.float32)
+            z_ctx = (ctx.float() + s_ctx[..., None, None, None] * ctx_noise).to(z.dtype)
+            z_noisy = (z.float() + sigma[..., None, None, None] * noise).to(z.dtype)
+            z0, r, t = self.forward_teacher_forcing(z_ctx, s_ctx, z_noisy, sigma, actions)
+            counted = counted.clone()
+            counted[:, 0] = False  # nothing to condition on: the sampler never generates a frame without context
+            is_target = counted
+            head_mask = torch.ones(B, T, dtype=torch.bool, device=dev)
+        else:
+            if context_z is not None:
+                raise ValueError("context_z applies to the teacher_forcing objective only")
+            sigma, is_ctx = self.sample_sigma(B, T, dev, context_mask, generator)
+            z_noisy = (z.float() + sigma[..., None, None, None] * noise).to(z.dtype)
+            z0, r, t = self(z_noisy, sigma, actions)
+            is_target = ~is_ctx & counted
+            head_mask = is_ctx & counted
 
         s = sigma.clamp_min(1e-3)
         w = (s**2 + cfg.sigma_data**2) / (s * cfg.sigma_data) ** 2
@@ -376,10 +477,9 @@ class Dynamics(nn.Module):
         loss = den
         metrics = {"denoise": den.detach()}
         with torch.no_grad():
-            tgt = (~is_ctx & counted).float()
+            tgt = is_target.float()
             metrics["mse_target"] = (err * tgt).sum() / tgt.sum().clamp_min(1)
 
-        head_mask = is_ctx & counted
         if first is not None:
             head_mask = head_mask & ~first.bool()
         hm = head_mask.float()
@@ -398,6 +498,25 @@ class Dynamics(nn.Module):
                 metrics["term_acc"] = (((t > 0) == terminated.bool()).float() * hm).sum() / n_head
         metrics["loss"] = loss.detach()
         return loss, metrics
+
+    @torch.no_grad()
+    def sample_teacher_forced(self, z, actions, sigmas: Sequence[float], noise=None):
+        """Every frame of a window sampled at once from the true frames before it (few-step Euler, no grad).
+
+        z (B, T, C, h, w) clean context; actions (B, T, A); sigmas: the sampler's schedule (ending at 0).
+        Frame t of the result is what the sampler would generate after the real frames t-K .. t-1: the
+        self-forcing context of a training window at the cost of len(sigmas)-1 forward passes.
+        """
+        B, T = z.shape[:2]
+        x = sigmas[0] * (torch.randn(z.shape, device=z.device) if noise is None else noise.float())
+        x = x.to(z.dtype)
+        s_ctx = torch.zeros(B, T, device=z.device)
+        z0 = x
+        for i in range(len(sigmas) - 1):
+            s = torch.full((B, T), sigmas[i], device=z.device)
+            z0 = self.forward_teacher_forcing(z, s_ctx, x, s, actions)[0]
+            x = z0 if sigmas[i + 1] == 0 else z0 + (sigmas[i + 1] / sigmas[i]) * (x - z0)
+        return z0
 
     # -- sampling without a cache (self-forcing-lite unrolls during training, tests)
 

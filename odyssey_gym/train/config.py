@@ -72,6 +72,7 @@ class TrainConfig:
     unroll_start_frac: float = 0.85
     unroll_len: int = 2
     unroll_batch_frac: float = 0.5
+    unroll_steps: int = 1  # sampling steps of those generations (the shipped sampler's count is the honest choice)
 
     # --- stabilisers
     ema_decay: float = 0.999
@@ -102,6 +103,7 @@ class TrainConfig:
         for k in ("ae_batch_size", "dyn_batch_size", "keep_checkpoints"):
             need(int(getattr(self, k)) >= 1, k, "must be >= 1")
         need(self.dyn_window >= 2, "dyn_window", "must be >= 2 (context + next frame)")
+        need(int(self.unroll_steps) >= 1, "unroll_steps", "must be >= 1")
         need(self.unroll_len < self.dyn_window, "unroll_len", f"must be < dyn_window ({self.dyn_window})")
         need(0.0 <= self.unroll_start_frac <= 1.0, "unroll_start_frac", "must lie in [0, 1]")
         need(0.0 <= self.unroll_batch_frac <= 1.0, "unroll_batch_frac", "must lie in [0, 1]")

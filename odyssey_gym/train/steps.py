@@ -134,24 +134,35 @@ def set_latent_stats(model: torch.nn.Module, stats: dict[str, list[float]]) -> N
 # ============================================================================ dynamics
 
 
-def dyn_loss(dyn, b: dict[str, torch.Tensor], loss_mask: torch.Tensor | None):
-    """Diffusion-forcing loss of the dynamics (with its context-noise augmentation) on a window batch."""
-    return dyn.loss(b["z"], b["actions"], b["rewards"], b["terminated"], b.get("first"), loss_mask=loss_mask)
+def dyn_loss(dyn, b: dict[str, torch.Tensor], **kw):
+    """The dynamics' training loss (its `objective`, with its context-noise augmentation) on a window batch.
+    kw: `loss_mask` / `context_z` from `unroll_context`."""
+    return dyn.loss(b["z"], b["actions"], b["rewards"], b["terminated"], b.get("first"), **kw)
 
 
 @torch.no_grad()
-def unroll_context(dyn, b: dict[str, torch.Tensor], n_rows: int, unroll_len: int):
-    """Self-forcing-lite. For the first `n_rows` windows, regenerate frames T-1-u .. T-2 one at a time with
-    the model's 1-step prediction (each conditioned on the clean frames before it, earlier ones already
-    replaced), without grad. Returns (z, loss_mask): those rows train only on the true last frame."""
+def unroll_context(dyn, b: dict[str, torch.Tensor], n_rows: int, unroll_len: int, sigmas) -> dict:
+    """Self-forcing-lite: the first `n_rows` windows see frames T-1-u .. T-2 as the model's own samples.
+
+    Teacher forcing: those context frames become the model's few-step samples (all frames sampled at once,
+    each from the true frames before it, `sigmas` the sampler's schedule); every frame stays a target with
+    its true value, so the frames after them learn to correct the model's own errors. Returns {"context_z"}.
+    Diffusion forcing: the frames are regenerated one at a time with 1-step predictions and those rows
+    train only on the true last frame. Returns {"z", "loss_mask"}.
+    """
     z = b["z"].clone()
     B, T = z.shape[:2]
     rows = slice(0, n_rows)
-    for p in range(T - 1 - unroll_len, T - 1):
+    lo = T - 1 - unroll_len
+    if dyn.config.objective == "teacher_forcing":
+        gen = dyn.sample_teacher_forced(z[rows], b["actions"][rows], sigmas)
+        z[rows, lo:T - 1] = gen[:, lo:T - 1].to(z.dtype)
+        return {"context_z": z}
+    for p in range(lo, T - 1):
         z[rows, p] = dyn.predict_next(z[rows, :p], b["actions"][rows, : p + 1]).to(z.dtype)
     mask = torch.ones(B, T, device=z.device, dtype=torch.bool)
     mask[rows, : T - 1] = False
-    return z, mask
+    return {"z": z, "loss_mask": mask}
 
 
 # ============================================================================ export

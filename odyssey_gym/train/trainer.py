@@ -170,6 +170,10 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
         raise TrainingError("--phase dyn needs a trained autoencoder: pass --init-from WEIGHTS_DIR or --resume a run")
     state = None
     latent_stats = None
+    if args.init_from and args.phase == "dyn" and model.config.latent_mean is not None:
+        # the autoencoder stays as loaded: keep the normalisation the initial dynamics were trained with
+        # (the new data's own stats would shift every latent the pretrained dynamics see)
+        latent_stats = {"mean": list(model.config.latent_mean), "std": list(model.config.latent_std)}
     gpu_seconds_before = 0.0
     if args.resume:
         state, path = ckpt.load_latest(run_dir, cfg, log=log)
@@ -351,13 +355,17 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
             b["unroll"] = n_unroll if step >= unroll_from else 0
             return b
 
+        unroll_sigmas = model.config.sigma_schedule(tc.unroll_steps)
+
         def dyn_loss(dyn, b, step):
             if b["unroll"]:
-                # self-forcing-lite: replace the last `unroll_len` context frames of the first rows with the
-                # model's own 1-step generations (no grad), then train on the true next frame only.
-                z, mask = steps.unroll_context(dyn, b, b["unroll"], tc.unroll_len)
-                return steps.dyn_loss(dyn, {**b, "z": z}, loss_mask=mask)
-            return steps.dyn_loss(dyn, b, loss_mask=None)
+                # self-forcing-lite: the last `unroll_len` context frames of the first rows become the
+                # model's own samples (no grad); the targets stay the true frames.
+                kw = steps.unroll_context(dyn, b, b["unroll"], tc.unroll_len, unroll_sigmas)
+                if "z" in kw:
+                    b = {**b, "z": kw.pop("z")}
+                return steps.dyn_loss(dyn, b, **kw)
+            return steps.dyn_loss(dyn, b)
 
         log(f"phase dyn: {dyn_total} steps, batch {tc.dyn_batch_size}, window {T}, unroll from step {unroll_from}")
         opt, sched = run_phase("dyn", dyn, dyn_total, tc.dyn_lr, tc.dyn_weight_decay, tc.dyn_warmup_steps, step,
