@@ -16,7 +16,7 @@ import pytest
 
 from odyssey_gym.data import dataset as dsmod
 from odyssey_gym.data.dataset import Dataset, DatasetError, DatasetWriter, Episode, MultiDataset
-from odyssey_gym.data.policies import StickyRandomPolicy, as_policy
+from odyssey_gym.data.policies import StickyRandomPolicy, as_policy, make_policy
 from odyssey_gym.data.recorder import collect, episode_seed
 from odyssey_gym.data.windows import WindowSampler
 from odyssey_gym.worlds import get_world, make_real_env
@@ -326,6 +326,36 @@ def test_sticky_policy_holds_keys_and_escapes_walls():
     for _ in range(300):
         pol2.act(rng.integers(0, 256, spec.frame_shape, dtype=np.uint8))
     assert pol2.escapes == 0
+
+
+@pytest.mark.parametrize("profile", ["walker", "human"])
+def test_human_like_policy_walks_turns_strafes_and_stops(profile):
+    """Human-like play: mostly long forward walks, turns while walking, and stops, held for seconds, not tics."""
+    spec = get_world("doom-explore")
+    pol = make_policy(profile, spec, np.random.default_rng(0))
+    pol.reset()
+    rng = np.random.default_rng(1)
+    acts = np.stack([pol.act(rng.integers(0, 256, spec.frame_shape, dtype=np.uint8)) for _ in range(90 * 35)])
+    assert all(spec.action_space().contains(a) for a in acts[:50])
+    b = {n: acts[:, spec.buttons.index(n)].astype(bool) for n in spec.buttons}
+    assert not (b["MOVE_FORWARD"] & b["MOVE_BACKWARD"]).any() and not (b["TURN_LEFT"] & b["TURN_RIGHT"]).any()
+    assert b["MOVE_FORWARD"].mean() > 0.5  # people walk forward most of the time
+    assert (b["MOVE_FORWARD"] & (b["TURN_LEFT"] | b["TURN_RIGHT"])).any()  # turning while walking
+    assert (~acts.astype(bool).any(1)).any()  # stops
+    runs = np.diff(np.flatnonzero(np.r_[True, (acts[1:] != acts[:-1]).any(1), True]))
+    assert np.median(runs) >= 0.15 * 35  # holds last seconds, not single tics (sticky-random's median is shorter)
+    # two profiles are two processes: the eval yardstick is not the recording policy
+    other = make_policy("human" if profile == "walker" else "walker", spec, np.random.default_rng(0))
+    other.reset()
+    acts2 = np.stack([other.act(rng.integers(0, 256, spec.frame_shape, dtype=np.uint8)) for _ in range(len(acts))])
+    assert not np.array_equal(acts, acts2)
+    # a world without walking keys still gets valid actions (take_cover: left / right only)
+    tc = get_world("doom-takecover")
+    p2 = make_policy(profile, tc, 0)
+    p2.reset()
+    assert all(tc.action_space().contains(p2.act(None)) for _ in range(200))
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("people", spec)
 
 
 def test_policy_adapters():

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="recording processes, one engine each (default 1)")
     p.add_argument("--out", required=True, help="dataset directory (created, or appended to if it holds the same world)")
     p.add_argument("--seed", type=int, default=0, help="base seed; episode seeds derive from (seed, run, worker, episode)")
-    p.add_argument("--policy", default="sticky", help="sticky | random | path to an SB3 model .zip (default sticky)")
+    p.add_argument("--policy", default="sticky", help="sticky (held random keys) | walker | human (human-like play: long walks, turns while walking, strafes, stops; human is the eval yardstick) | random | path to an SB3 model .zip (default sticky)")
     p.add_argument("--chunk-frames", type=int, default=None, help="frames per compressed chunk file (default 64; fixed per dataset)")
     p.add_argument("--level", type=int, default=None, help="zstd level (default 3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

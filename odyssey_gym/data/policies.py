@@ -2,9 +2,12 @@
 
 - `StickyRandomPolicy`: random key-holds of log-uniform length (as a person holds keys), plausible
   key combinations only, and a wall-escape reflex (turn away when moving but the frame stops changing).
+- `HumanLikePolicy`: how people play a first-person game (long forward walks, turns while walking, turns in
+  place, strafes, stops, back-offs), as a chain of modes with durations in seconds; two profiles:
+  "walker" (a recording policy) and "human" (another process, the held-out yardstick of `odyssey-gym eval`).
 - `RandomPolicy`: a fresh uniform action every step.
 - `CallablePolicy(f)`: any `f(obs) -> action`; `SB3Policy(model)`: any object with `.predict(obs, deterministic=)`.
-- `make_policy("sticky" | "random" | "path/to/sb3.zip", spec, rng)` and `as_policy(obj, spec, rng)`.
+- `make_policy("sticky" | "walker" | "human" | "random" | "path/to/sb3.zip", spec, rng)` and `as_policy(obj, spec, rng)`.
 """
 
 from __future__ import annotations
@@ -155,6 +158,69 @@ class StickyRandomPolicy(Policy):
         return self._encode(self._current)
 
 
+# Human-like play as modes: (held buttons, each alternative equally likely; duration range in seconds; weight).
+# Durations are log-uniform in the range. "walker" favours long walks with turns while walking; "human" is a
+# different process (other weights and durations, look-around turns, more stops and strafes), so a model
+# evaluated on "human" play is not scored on the process it was recorded with.
+_HUMAN_PROFILES: dict[str, dict[str, tuple[list[tuple[str, ...]], tuple[float, float], float]]] = {
+    "walker": {
+        "walk": ([("MOVE_FORWARD",)], (0.8, 6.0), 5.0),
+        "walk_turn": ([("MOVE_FORWARD", "TURN_LEFT"), ("MOVE_FORWARD", "TURN_RIGHT")], (0.15, 1.5), 4.0),
+        "turn": ([("TURN_LEFT",), ("TURN_RIGHT",)], (0.15, 1.2), 2.0),
+        "strafe": ([("MOVE_LEFT",), ("MOVE_RIGHT",), ("MOVE_FORWARD", "MOVE_LEFT"), ("MOVE_FORWARD", "MOVE_RIGHT")],
+                   (0.2, 1.5), 1.5),
+        "stop": ([()], (0.2, 1.5), 1.0),
+        "back": ([("MOVE_BACKWARD",), ("MOVE_BACKWARD", "TURN_LEFT"), ("MOVE_BACKWARD", "TURN_RIGHT")], (0.2, 1.0), 0.7),
+    },
+    "human": {
+        "walk": ([("MOVE_FORWARD",)], (1.5, 9.0), 4.0),
+        "walk_turn": ([("MOVE_FORWARD", "TURN_LEFT"), ("MOVE_FORWARD", "TURN_RIGHT")], (0.3, 2.5), 3.0),
+        "look": ([("TURN_LEFT",), ("TURN_RIGHT",)], (0.3, 2.5), 1.5),
+        "strafe": ([("MOVE_LEFT",), ("MOVE_RIGHT",)], (0.3, 2.0), 1.5),
+        "circle": ([("MOVE_LEFT", "TURN_RIGHT"), ("MOVE_RIGHT", "TURN_LEFT")], (0.5, 2.0), 0.5),
+        "stop": ([()], (0.5, 3.0), 1.5),
+        "back": ([("MOVE_BACKWARD",)], (0.3, 1.5), 0.8),
+    },
+}
+
+
+class HumanLikePolicy(StickyRandomPolicy):
+    """Human-like key play: a chain of modes (walk, turn while walking, turn, strafe, stop, back off), each
+    held for a log-uniform number of seconds, never the same mode twice in a row except walking; with the
+    sticky policy's wall escape. Modes whose buttons the world lacks are dropped (a world with none of them
+    falls back to the sticky policy's key combinations)."""
+
+    def __init__(self, spec: WorldSpec, rng: np.random.Generator | int | None = None, profile: str = "walker"):
+        super().__init__(spec, rng)
+        if profile not in _HUMAN_PROFILES:
+            raise ValueError(f"unknown human-like profile {profile!r}; known: {sorted(_HUMAN_PROFILES)}")
+        self.profile = profile
+        steps_per_s = spec.fps  # env steps per second (35 tics / frame skip)
+        self._modes = []
+        for name, (alts, (lo, hi), w) in _HUMAN_PROFILES[profile].items():
+            alts = [set(a) for a in alts if all(b in self._index for b in a)]
+            if alts and (spec.action_kind == "multibinary" or all(self._encodable(a) for a in alts)):
+                self._modes.append((name, alts, max(1.0, lo * steps_per_s), max(1.0, hi * steps_per_s), w))
+        self._mode: str | None = None
+
+    def _encodable(self, pressed: set[str]) -> bool:
+        return tuple(int(b in pressed) for b in self.spec.buttons) in self.spec.discrete_actions
+
+    def _new_hold(self) -> None:
+        if not self._modes:
+            return super()._new_hold()
+        cand = [m for m in self._modes if m[0] != self._mode or m[0] == "walk"]
+        w = np.array([m[4] for m in cand], np.float64)
+        name, alts, lo, hi, _ = cand[self.rng.choice(len(cand), p=w / w.sum())]
+        self._mode = name
+        self._current = alts[self.rng.integers(len(alts))]
+        self._hold_left = int(round(np.exp(self.rng.uniform(np.log(lo), np.log(hi)))))
+
+    def reset(self, obs=None) -> None:
+        self._mode = None
+        super().reset(obs)
+
+
 class CallablePolicy(Policy):
     """Wrap any `f(obs) -> action`."""
 
@@ -218,12 +284,17 @@ def as_policy(obj, spec: WorldSpec | None = None, rng=None) -> Policy:
     raise TypeError(f"cannot use {type(obj).__name__} as a policy (need a Policy, a callable f(obs), or an SB3 model)")
 
 
+POLICY_NAMES = ("sticky", "walker", "human", "random")
+
+
 def make_policy(name: str, spec: WorldSpec, rng=None) -> Policy:
-    """'sticky' | 'random' | a path to an SB3 .zip."""
+    """'sticky' | 'walker' | 'human' | 'random' | a path to an SB3 .zip."""
     if name == "sticky":
         return StickyRandomPolicy(spec, rng)
+    if name in _HUMAN_PROFILES:
+        return HumanLikePolicy(spec, rng, profile=name)
     if name == "random":
         return RandomPolicy(spec, rng)
     if name.endswith(".zip"):
         return SB3Policy(load_sb3(name))
-    raise ValueError(f"unknown policy {name!r}: use 'sticky', 'random' or a path to an SB3 .zip")
+    raise ValueError(f"unknown policy {name!r}: use one of {', '.join(POLICY_NAMES)} or a path to an SB3 .zip")

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..worlds import get_world
 from .dataset import DEFAULT_CHUNK_FRAMES, DEFAULT_LEVEL, DatasetWriter, EpisodeEncoder
+from .policies import POLICY_NAMES
 
 PROGRESS_EVERY_S = 0.25
 
@@ -233,8 +234,8 @@ def collect(world, out, steps: int, workers: int = 1, seed: int = 0, policy: str
     spec = get_world(world)
     if steps < 1 or workers < 1:
         raise ValueError(f"need steps >= 1 and workers >= 1, got steps={steps} workers={workers}")
-    if policy not in ("sticky", "random") and not os.path.exists(policy):
-        raise FileNotFoundError(f"policy {policy!r} is neither 'sticky', 'random' nor an existing SB3 .zip")
+    if policy not in POLICY_NAMES and not os.path.exists(policy):
+        raise FileNotFoundError(f"policy {policy!r} is neither one of {', '.join(POLICY_NAMES)} nor an existing SB3 .zip")
     workers = min(workers, steps)
     writer = writer_cls(out, spec, chunk_frames=chunk_frames, level=level, commit_interval_s=commit_interval_s)
     res = CollectResult(out=str(out))
