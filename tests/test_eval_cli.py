@@ -61,6 +61,13 @@ def test_train_probe_then_eval_writes_every_section(real_data, tmp_path):
         assert (out / png).stat().st_size > 1000, png
     md = (out / "report.md").read_text()
     assert "Controllability" in md and "Realism per minute" in md
+    # fidelity always stands beside copy-last and the 2-px blurred real frame, and realism beside the blurred floor
+    f1 = r["fidelity"]["1"]
+    assert f1["teacher_forced_gap_db"] == pytest.approx(f1["teacher_forced_psnr"] - f1["teacher_forced_copy_last_psnr"])
+    assert f1["open_loop_gap_db"] == pytest.approx(f1["open_loop_psnr"] - f1["open_loop_copy_last_psnr"])
+    assert 10 < f1["blurred_real_psnr"] < 60
+    assert rz["blurred_real"] > rz["real_floor"] and len(rz["minutes_better_than_blurred_real"]) == 2
+    assert "gap dB" in md and "public env API" in md
     # --no-probe skips both sections
     rc = main(["eval", "--world", WORLD, "--weights", str(w), "--data", str(real_data / "heldout"), "--out", str(tmp_path / "r2"),
                "--device", "cpu", "--horizons", "1", "--windows", "2", "--rollout-steps", "0", "--latency-steps", "2",

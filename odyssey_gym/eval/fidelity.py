@@ -1,4 +1,4 @@
-"""Fidelity of a world model against held-out real episodes (DESIGN.md section 5).
+"""Fidelity of a world model against held-out real episodes (docs/ARCHITECTURE.md, "How we measure").
 
 Teacher-forced at horizon h: the K real frames before frame t+h, one model step, compared with the
 real frame (so it is the one-step error at the same positions as the open-loop numbers).
@@ -29,42 +29,75 @@ def pick_windows(flat, length: int, count: int, rng: np.random.Generator) -> np.
     return rng.choice(starts, size=min(count, len(starts)), replace=len(starts) < count)
 
 
+def _env_actions(spec, vectors: torch.Tensor):
+    """Model action vectors (B, A) -> the env's raw actions (what a user passes to `step`)."""
+    v = vectors.float()
+    if spec.action_kind == "discrete":
+        return v.argmax(-1)
+    return (v > 0.5).to(torch.int8)
+
+
+def blur2(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> the same frames blurred by a Gaussian of sigma 2 px: the yardstick a generated
+    frame must beat (a blur can score a fair PSNR; it must not pass as a good prediction)."""
+    import torch.nn.functional as F
+
+    x = frames.movedim(-1, -3).float()
+    lead = x.shape[:-3]
+    x = x.reshape(-1, *x.shape[-3:])
+    r = torch.arange(-6, 7, device=x.device, dtype=torch.float32)
+    k = torch.exp(-(r**2) / (2 * 2.0**2))
+    k = k / k.sum()
+    C = x.shape[1]
+    x = F.conv2d(F.pad(x, (6, 6, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(C, 1, 1, 1), groups=C)
+    x = F.conv2d(F.pad(x, (0, 0, 6, 6), mode="replicate"), k.view(1, 1, -1, 1).repeat(C, 1, 1, 1), groups=C)
+    return x.round().clamp(0, 255).to(torch.uint8).reshape(*lead, *x.shape[1:]).movedim(-3, -1)
+
+
 @torch.no_grad()
-def horizon_fidelity(sampler, flat, context: int, horizons=(1, 4, 16, 64), windows: int = 64, seed: int = 0) -> dict:
-    """PSNR/SSIM per horizon, teacher-forced and open-loop, beside copy-last-frame."""
-    device = sampler.device
+def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: int = 64, seed: int = 0) -> dict:
+    """PSNR/SSIM per horizon, teacher-forced and open-loop, beside copy-last-frame, through the public env API.
+
+    `env` is a `WorldModelVectorEnv` (torch backend, autoreset disabled, no time limit inside a window): each
+    window is `reset(options={"context": K real frames, "actions": the actions into them})`, then `step(true
+    action)` as a user would call it. Also reports the gap to copy-last and the PSNR of the real frame blurred
+    by a 2-px Gaussian (a model that scores below that blur is not yet predicting detail).
+    """
+    device = env.device
+    B = env.num_envs
+    spec = env.world
     rng = np.random.default_rng(seed)
     out: dict[str, dict] = {}
+    env.reset(seed=seed)
     for h in horizons:
         starts = pick_windows(flat, context + h, windows, rng)
         if starts is None:
             out[str(h)] = {"windows": 0}
             continue
-        starts = starts[: sampler.B]
+        starts = starts[:B]
         b = len(starts)
         idx = starts[:, None] + np.arange(context + h)[None, :]
         frames, actions = _gather(flat, idx, device)
-        mask = torch.ones(sampler.B, dtype=torch.bool, device=device)
 
-        def pad(x):  # the sampler has a fixed batch; fill unused rows with row 0
-            if x.shape[0] == sampler.B:
+        def pad(x):  # the env has a fixed batch; fill unused rows with row 0
+            if x.shape[0] == B:
                 return x
-            reps = torch.zeros(sampler.B - x.shape[0], dtype=torch.long, device=device)
+            reps = torch.zeros(B - x.shape[0], dtype=torch.long, device=device)
             return torch.cat([x, x[reps]], 0)
 
         # open loop: real start, true actions, own frames
-        sampler.reset(pad(frames[:, :context]), pad(actions[:, :context]), mask)
+        env.reset(options={"context": pad(frames[:, :context]), "actions": pad(actions[:, :context])})
         for i in range(h):
-            gen, _, _ = sampler.step(pad(actions[:, context + i]))
+            gen, *_ = env.step(_env_actions(spec, pad(actions[:, context + i])))
         target = frames[:, context + h - 1]
-        ol = gen[:b]
+        ol = torch.as_tensor(gen).to(device)[:b]
         ol_copy = frames[:, context - 1]
         # teacher forced: real context right before the target
-        sampler.reset(pad(frames[:, h - 1 : context + h - 1]), pad(actions[:, h - 1 : context + h - 1]), mask)
-        tf, _, _ = sampler.step(pad(actions[:, context + h - 1]))
-        tf = tf[:b]
+        env.reset(options={"context": pad(frames[:, h - 1 : context + h - 1]), "actions": pad(actions[:, h - 1 : context + h - 1])})
+        tf, *_ = env.step(_env_actions(spec, pad(actions[:, context + h - 1])))
+        tf = torch.as_tensor(tf).to(device)[:b]
         tf_copy = frames[:, context + h - 2]
-        out[str(h)] = {
+        r = {
             "windows": b,
             "teacher_forced_psnr": mean_finite_db(psnr(tf, target)),
             "teacher_forced_ssim": float(ssim(tf, target).mean()),
@@ -74,7 +107,11 @@ def horizon_fidelity(sampler, flat, context: int, horizons=(1, 4, 16, 64), windo
             "open_loop_ssim": float(ssim(ol, target).mean()),
             "open_loop_copy_last_psnr": mean_finite_db(psnr(ol_copy, target)),
             "open_loop_copy_last_ssim": float(ssim(ol_copy, target).mean()),
+            "blurred_real_psnr": mean_finite_db(psnr(blur2(target), target)),
         }
+        r["teacher_forced_gap_db"] = r["teacher_forced_psnr"] - r["teacher_forced_copy_last_psnr"]
+        r["open_loop_gap_db"] = r["open_loop_psnr"] - r["open_loop_copy_last_psnr"]
+        out[str(h)] = r
     return out
 
 
