@@ -144,7 +144,9 @@ def test_train_loss_down_resume_checks_and_export(tmp_path, dataset, capsys, mon
     assert bank["frames"].dtype == np.uint8 and bank["frames"].shape[0] == 4 and bank["frames"].shape[2:] == (64, 64, 3)
     assert bank["actions"].dtype == np.float32 and bank["actions"].shape[:2] == bank["frames"].shape[:2]
     summary = json.loads((exp / "train_summary.json").read_text())
-    assert summary["data"]["episodes"] == 6 and summary["steps"]["dyn"] == 40 and "dyn" in summary["final_losses"]
+    leg = summary["legs"][-1]
+    assert leg["data"]["episodes"] == 6 and leg["steps"]["dyn"] == 40 and "dyn" in leg["final_losses"]
+    assert summary["totals"]["steps"]["dyn"] == 40 and summary["data"]["seeds"] == leg["data"]["seeds"]
     assert all(p.stat().st_size <= 16 << 20 for p in exp.glob("*.safetensors"))
 
     # a changed config is refused, naming the file and the key
@@ -221,3 +223,38 @@ def test_unroll_context_replaces_only_the_tail(objective):
     else:
         mask = kw["loss_mask"]
         assert mask[:2].tolist() == [[False] * 5 + [True]] * 2 and mask[2:].all()
+
+
+def test_campaign_legs_append_to_the_summary(dataset, tmp_path):
+    """A leg from landed weights continues their campaign log: legs, cumulative totals, every seed, no paths."""
+    from odyssey_gym.train.campaign import load_summary
+
+    cfg = write_config(tmp_path / "c.yaml")
+    a, b = tmp_path / "w1", tmp_path / "w2"
+    assert run_inproc(cfg, dataset, tmp_path / "r1", "--export", a) == 0
+    cfg2 = write_config(tmp_path / "c2.yaml", ae_steps=0, dyn_steps=10)
+    assert run_inproc(cfg2, dataset, tmp_path / "r2", "--phase", "dyn", "--init-from", a, "--export", b) == 0
+    s1, s2 = load_summary(a), load_summary(b)
+    assert [leg["leg"] for leg in s2["legs"]] == [1, 2] and s2["legs"][0] == s1["legs"][0]
+    assert s2["legs"][1]["steps"] == {"ae": 0, "dyn": 10} and s2["legs"][1]["init_from"] == "weights"
+    assert s2["totals"]["steps"]["dyn"] == 40 + 10 and s2["totals"]["legs"] == 2
+    assert s2["totals"]["gpu_minutes"] == pytest.approx(sum(leg["gpu_minutes"] for leg in s2["legs"]), abs=0.011)
+    assert s2["data"]["seeds"] == sorted(set(s1["legs"][0]["data"]["seeds"]))  # what train-probe refuses
+    ds = s2["legs"][1]["data"]["datasets"]
+    assert ds[0]["name"] == "takecover" and ds[0]["frames"] > 0
+    assert str(tmp_path) not in (b / "train_summary.json").read_text()  # datasets by name, not by path
+
+
+def test_old_single_run_summary_upgrades_to_legs(tmp_path):
+    from odyssey_gym.train.campaign import load_summary
+
+    (tmp_path / "train_summary.json").write_text(json.dumps(
+        {"world": "doom-explore", "world_version": 1, "steps": {"ae": 5, "dyn": 7}, "gpu_minutes": 1.5,
+         "data": {"frames": 10, "episodes": 1, "seeds": [3, 1], "dirs": ["/somewhere/data/explore"]}}))
+    s = load_summary(tmp_path)
+    assert len(s["legs"]) == 1 and s["legs"][0]["data"]["datasets"] == [{"name": "explore"}]
+    assert "dirs" not in s["legs"][0]["data"] and s["data"]["seeds"] == [1, 3]
+    assert s["totals"] == {"legs": 1, "gpu_minutes": 1.5, "steps": {"ae": 5, "dyn": 7}, "largest_dataset_frames": 10}
+    (tmp_path / "train_summary.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        load_summary(tmp_path)

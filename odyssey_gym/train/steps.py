@@ -8,6 +8,7 @@ Everything model-specific goes through: `WorldModelConfig` (from_dict / presets)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -44,11 +45,24 @@ def load_data(dirs: list[str]) -> tuple[Any, dict[str, Any]]:
     info = {
         "world": ds.world_name,
         "dirs": [str(Path(d).resolve()) for d in dirs],
+        "datasets": [_dataset_record(d) for d in dirs],
         "frames": int(len(flat)),
         "episodes": int(flat.num_episodes),
         "seeds": sorted({int(e["seed"]) for e in ds.episodes if e.get("seed") is not None}),
     }
     return flat, info
+
+
+def _dataset_record(d: str) -> dict[str, Any]:
+    """A dataset as the campaign log records it: its name and how it was recorded (no machine paths)."""
+    from ..data.dataset import open_dataset
+
+    ds = open_dataset(d)
+    runs = [{k: r[k] for k in ("seed", "policy", "steps", "workers") if k in r} for r in ds.manifest.get("runs", [])]
+    for r in runs:  # a policy given as a file is named by its file name
+        if isinstance(r.get("policy"), str) and os.sep in r["policy"]:
+            r["policy"] = Path(r["policy"]).name
+    return {"name": Path(d).resolve().name, "frames": int(ds.num_frames), "episodes": len(ds.episodes), "runs": runs}
 
 
 def resolve_world(config_world: str | None, data_info: dict[str, Any], source: str):
@@ -198,8 +212,9 @@ def start_bank(flat, n: int, K: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, train_seconds, log,
-           partial_step: int | None = None) -> Path:
-    """EMA weights via `save_pretrained` (bf16, <=16 MiB shards), start_bank.npz, train_summary.json."""
+           partial_step: int | None = None, init_from: str | None = None, config_name: str | None = None) -> Path:
+    """EMA weights via `save_pretrained` (bf16, <=16 MiB shards), start_bank.npz, and train_summary.json: the
+    campaign log of `init_from` (when it has one) with this run appended as a leg."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = _unwrap(ema)
@@ -207,17 +222,22 @@ def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, 
     K = m.config.context_frames
     bank = start_bank(flat, tc.start_bank_size, K, tc.seed)
     np.savez_compressed(out / "start_bank.npz", **bank)
-    summary = {
-        "world": world.name, "world_version": world.version,
+    from .campaign import append_leg, load_summary, write_summary
+
+    leg = {
+        "recipe": {"objective": m.config.dynamics.objective, "config": config_name},
+        "init_from": "weights" if init_from else None,
         "steps": {"ae": tc.ae_steps, "dyn": tc.dyn_steps if partial_step is None else partial_step},
         "dyn_steps_planned": tc.dyn_steps,
         "gpu_minutes": round(train_seconds / 60.0, 2),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "data": {"frames": data_info["frames"], "episodes": data_info["episodes"], "seeds": data_info["seeds"],
-                 "dirs": data_info["dirs"]},
+                 "datasets": data_info["datasets"]},
         "final_losses": {ph: {k: round(v, 6) for k, v in mm.items()} for ph, mm in last_metrics.items()},
         "git_commit": _git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    previous = load_summary(init_from) if init_from else None  # a leg from landed weights continues their log
+    write_summary(out, append_leg(previous, leg, world.name, world.version))
     log(f"exported EMA weights, start_bank.npz ({bank['frames'].shape}) and train_summary.json to {out}")
     return out

@@ -325,7 +325,8 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
         if args.phase == "ae":
             log("phase ae done (--phase ae): stopping before dynamics")
             if args.export and info.is_main:
-                steps.export(model, ema, world, data, flat, data_info, args.export, tc, last_metrics, gpu_seconds(), log)
+                steps.export(model, ema, world, data, flat, data_info, args.export, tc, last_metrics, gpu_seconds(), log,
+                             init_from=args.init_from, config_name=Path(cfg.source).name)
             return _finish(info, close_log, 0)
 
     # ================================================================ encode every frame once
@@ -374,14 +375,15 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
             # A time-limited call still leaves usable weights behind (the run itself resumes from the checkpoint).
             if args.export and info.is_main:
                 steps.export(model, ema, world, data, flat, data_info, args.export, tc, last_metrics, gpu_seconds(), log,
-                             partial_step=reached.get("dyn", step))
+                             init_from=args.init_from, config_name=Path(cfg.source).name, partial_step=reached.get("dyn", step))
             return _finish(info, close_log, 0)
         phase, step = "done", dyn_total
         save("done", dyn_total, None, None)
         log(f"training done in {gpu_seconds() / 60:.1f} min (this call {(time.monotonic() - t_start) / 60:.1f} min)")
 
     if args.export and info.is_main:
-        steps.export(model, ema, world, data, flat, data_info, args.export, tc, last_metrics, gpu_seconds(), log)
+        steps.export(model, ema, world, data, flat, data_info, args.export, tc, last_metrics, gpu_seconds(), log,
+                             init_from=args.init_from, config_name=Path(cfg.source).name)
     return _finish(info, close_log, 0)
 
 
