@@ -9,10 +9,10 @@ from odyssey_gym.model import Sampler, WorldModel, WorldModelConfig, hash_noise
 from odyssey_gym.model.dynamics import teacher_forcing_mask
 
 
-def tiny_model(seed=0) -> WorldModel:
+def tiny_model(seed=0, **dynamics) -> WorldModel:
     """Tiny model (32x32 frames, K=4), zero-init layers randomised so the output depends on the context."""
     torch.manual_seed(seed)
-    m = WorldModel(WorldModelConfig.tiny(frame_size=(32, 32), action_dim=3, world="test-world"))
+    m = WorldModel(WorldModelConfig.tiny(frame_size=(32, 32), action_dim=3, world="test-world", dynamics=dynamics))
     with torch.no_grad():
         for mod in (m.dynamics.adaln[-1], m.dynamics.out):
             mod.weight.normal_(0, 0.05)
@@ -21,10 +21,11 @@ def tiny_model(seed=0) -> WorldModel:
     return m.eval()
 
 
+@pytest.mark.parametrize("start_from", ["noise", "previous"])
 @pytest.mark.parametrize("k,extra,steps", [(1, 0, 1), (3, 0, 2), (4, 5, 2)])
-def test_training_forward_matches_sampler(k, extra, steps):
+def test_training_forward_matches_sampler(k, extra, steps, start_from):
     """k real context frames, then 1 + extra sampler steps (extra > 0 wraps the ring and slides the window)."""
-    m = tiny_model()
+    m = tiny_model(start_from=start_from)
     dyn, cfg = m.dynamics, m.config
     B, n = 2, 1 + extra
     g = torch.Generator().manual_seed(1)
@@ -46,8 +47,9 @@ def test_training_forward_matches_sampler(k, extra, steps):
         T = z.shape[1]
         sig = cfg.sigma_schedule(steps)
         x = torch.randn(z.shape, generator=g)  # frames not compared get arbitrary target inputs
+        start = dyn.start_input(z)  # zeros, or the previous frame: what training feeds the first pass
         for p in range(k, T):
-            x[:, p] = sig[0] * hash_noise(seeds, torch.full((B,), p), 0, z.shape[2:])
+            x[:, p] = sig[0] * hash_noise(seeds, torch.full((B,), p), 0, z.shape[2:]) + start[:, p]
         zero = torch.zeros(B, T)
         z0 = x
         for i in range(len(sig) - 1):

@@ -42,9 +42,9 @@ def assert_match(got, ref, rows=slice(None)):
     assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01
 
 
-@pytest.mark.parametrize("k,steps,cn", [(2, 2, 0.1), (4, 1, 0.0)])
-def test_cached_sampler_matches_reference_across_ring_wrap(k, steps, cn):
-    m = tiny_model(context_noise=cn)
+@pytest.mark.parametrize("k,steps,cn,start", [(2, 2, 0.1, "noise"), (4, 1, 0.0, "noise"), (2, 2, 0.1, "previous")])
+def test_cached_sampler_matches_reference_across_ring_wrap(k, steps, cn, start):
+    m = tiny_model(context_noise=cn, dynamics={"start_from": start})
     K = m.config.context_frames
     N = 3 * K  # the ring buffer wraps several times
     frames, ctx_a, acts = data(2, k, N)

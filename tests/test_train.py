@@ -23,21 +23,22 @@ ROOT = Path(__file__).resolve().parents[1]
 # ============================================================================ data + config helpers
 
 
-def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0) -> Path:
-    """doom-takecover-shaped (64x64, 3 discrete actions) data: a bright square moved by the actions."""
+def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0, move: int = 3, size: int = 8) -> Path:
+    """doom-takecover-shaped (64x64, 3 discrete actions) data: a bright square of `size` px moved `move` px
+    left / right by the actions (the third action keeps it still)."""
     from odyssey_gym.data.dataset import DatasetWriter, Episode
 
     rng = np.random.default_rng(seed)
     with DatasetWriter(path, "doom-takecover", fsync=False) as w:
         for e in range(episodes):
-            x = int(rng.integers(8, 48))
+            x = int(rng.integers(8, 56 - size))
             acts = rng.integers(0, 3, size=length)
             frames = np.zeros((length + 1, 64, 64, 3), np.uint8)
             frames[..., 2] = 40
             for i in range(length + 1):
                 if i > 0:
-                    x = int(np.clip(x + (-3 if acts[i - 1] == 0 else 3 if acts[i - 1] == 1 else 0), 0, 56))
-                frames[i, 28:36, x:x + 8] = 255
+                    x = int(np.clip(x + (-move if acts[i - 1] == 0 else move if acts[i - 1] == 1 else 0), 0, 64 - size))
+                frames[i, 28:28 + size, x:x + size] = 255
             term = np.zeros(length, bool)
             term[-1] = e % 2 == 0
             w.add_episode(Episode(frames, acts.astype(np.int64), np.full(length, 4.0, np.float32), term,

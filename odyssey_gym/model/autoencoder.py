@@ -34,6 +34,9 @@ class AutoencoderConfig:
     ssim_weight: float = 0.2
     grad_weight: float = 0.5
     latent_reg: float = 1e-5
+    # decoder robustness: train the decoder on latents perturbed by Gaussian noise of this many latent RMS, so
+    # the slightly-off latents a dynamics model predicts decode to plausible frames instead of artefacts
+    decoder_noise: float = 0.0
 
     def __post_init__(self):
         self.frame_size = tuple(int(s) for s in self.frame_size)
@@ -217,7 +220,11 @@ class FrameAutoencoder(nn.Module):
         """Reconstruction loss of a batch x (B, 3, H, W) in [-1, 1]. Metrics are detached tensors (no sync)."""
         cfg = self.config
         z = self.encode(x)
-        xr = self.decode(z).float()
+        z_dec = z
+        if cfg.decoder_noise > 0 and self.training:
+            rms = z.detach().float().pow(2).mean().sqrt()
+            z_dec = z + (cfg.decoder_noise * rms * torch.randn_like(z, dtype=torch.float32)).to(z.dtype)
+        xr = self.decode(z_dec).float()
         x = x.float()
         l1 = (xr - x).abs().mean()
         s = ssim(xr, x)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 
 OBJECTIVES = ("teacher_forcing", "diffusion_forcing")
+START_FROM = ("noise", "previous")
 
 
 @dataclass
@@ -63,6 +64,10 @@ class DynamicsConfig:
     sigma_ctx_max: float = 0.3  # context-noise augmentation: context sigma ~ U(0, sigma_ctx_max)
     p_context_aug: float = 0.5  # teacher forcing: fraction of windows whose context frames are noised
     p_sigma_max: float = 0.0  # teacher forcing: fraction of target frames trained at exactly sigma_max (the first sampling pass)
+    # what the first sampling pass starts from: "noise" (sigma_max * noise) or "previous" (the previous frame's
+    # latent + sigma_max * noise: the new frame starts as the last one, noised, so the first pass mostly has to
+    # move what changed). Training feeds frames at sigma >= sigma_max exactly this input.
+    start_from: str = "noise"
     # few-step sampling schedule (Karras rho schedule, ends at 0)
     sigma_max: float = 5.0
     sigma_min: float = 0.002
@@ -82,6 +87,8 @@ class DynamicsConfig:
             raise ValueError(f"n_embd {self.n_embd} must be divisible by n_head {self.n_head}")
         if self.rope_period <= max(self.context_frames, self.max_frames):
             raise ValueError(f"rope_period {self.rope_period} must exceed context_frames and max_frames")
+        if self.start_from not in START_FROM:
+            raise ValueError(f"start_from must be one of {START_FROM}, got {self.start_from!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         for name in ("p_context", "p_context_aug", "p_sigma_max"):
@@ -402,6 +409,13 @@ class Dynamics(nn.Module):
 
     # -- training
 
+    def start_input(self, context: torch.Tensor) -> torch.Tensor:
+        """What frame t's first sampling pass starts from, before noise, for every frame of a window (B, T, ...):
+        zeros ("noise"), or context frame t-1 ("previous"; zeros for frame 0, which has no previous frame)."""
+        if self.config.start_from == "noise":
+            return torch.zeros_like(context)
+        return torch.cat([torch.zeros_like(context[:, :1]), context[:, :-1]], dim=1)
+
     def sample_sigma(self, B: int, T: int, device, context_mask=None, generator=None):
         """Diffusion-forcing noise levels (B, T) and the context-like mask (B, T)."""
         cfg = self.config
@@ -454,7 +468,12 @@ class Dynamics(nn.Module):
             ctx = z if context_z is None else context_z
             ctx_noise = torch.randn(z.shape, device=dev, generator=generator, dtype=torch.float32)
             z_ctx = (ctx.float() + s_ctx[..., None, None, None] * ctx_noise).to(z.dtype)
-            z_noisy = (z.float() + sigma[..., None, None, None] * noise).to(z.dtype)
+            # the sampler's first pass starts from `start_input` at sigma_max, never from the target: frames trained
+            # there get that same input (z + sigma_max * noise would leak a 1 / (1 + sigma_max^2) share of the
+            # target, which the model then reads out of pure noise at inference)
+            at_start = (sigma >= cfg.sigma_max)[..., None, None, None]
+            base = torch.where(at_start, self.start_input(ctx).float(), z.float())
+            z_noisy = (base + sigma[..., None, None, None] * noise).to(z.dtype)
             z0, r, t = self.forward_teacher_forcing(z_ctx, s_ctx, z_noisy, sigma, actions)
             counted = counted.clone()
             counted[:, 0] = False  # nothing to condition on: the sampler never generates a frame without context
@@ -509,7 +528,7 @@ class Dynamics(nn.Module):
         """
         B, T = z.shape[:2]
         x = sigmas[0] * (torch.randn(z.shape, device=z.device) if noise is None else noise.float())
-        x = x.to(z.dtype)
+        x = (self.start_input(z).float() + x).to(z.dtype)
         s_ctx = torch.zeros(B, T, device=z.device)
         z0 = x
         for i in range(len(sigmas) - 1):
@@ -534,7 +553,10 @@ class Dynamics(nn.Module):
         sig = list(sigmas) if sigmas is not None else karras_sigmas(steps, cfg.sigma_max, cfg.sigma_min, cfg.rho)
         if noise is None:
             noise = torch.randn(B, *context_z.shape[2:], device=context_z.device)
-        x = (sig[0] * noise.float()).to(context_z.dtype)
+        x = sig[0] * noise.float()
+        if cfg.start_from == "previous" and T > 0:
+            x = x + context_z[:, -1].float()
+        x = x.to(context_z.dtype)
         acts = torch.cat([context_actions, next_action[:, None]], dim=1)
         ctx_s = torch.full((B, T), ctx_sigma, device=context_z.device)
         z0 = x

@@ -89,7 +89,8 @@ class Sampler:
         seed: seeds the host generator that picks per-env seeds when `reset` is given none.
 
     State (device tensors, updated in place): k_cache/v_cache (L, B, H, (K+1)*P, hd), ptr, valid, frame_idx,
-    seeds (B,), last_latent (B, C, h, w) = the newest frame's normalised latent (for eval/debugging).
+    seeds (B,), last_latent (B, C, h, w) = the newest frame's normalised latent (where the next frame starts from with
+    start_from="previous").
     """
 
     def __init__(self, model: WorldModel, batch_size: int, device=None, dtype: torch.dtype | None = None,
@@ -130,6 +131,7 @@ class Sampler:
         self._slots = torch.arange(R, device=dev)
         self._sig = [torch.full((B,), s, device=dev) for s in self.sigmas]
         self._sig_ctx = torch.full((B,), self.context_noise, device=dev)
+        self._start_previous = d.start_from == "previous"
 
         use_cuda = dev.type == "cuda"
         if (compile or cuda_graph) and not use_cuda:
@@ -235,7 +237,10 @@ class Sampler:
 
         # denoise the new frame: Euler steps of x0 prediction from sigma_max
         sig = self.sigmas
-        x = (sig[0] * hash_noise(self.seeds, self.frame_idx, 0, self.latent_shape)).to(self.dtype)
+        x = sig[0] * hash_noise(self.seeds, self.frame_idx, 0, self.latent_shape)
+        if self._start_previous:  # the new frame starts as the last one, noised (see DynamicsConfig.start_from)
+            x = x + self.last_latent.float()
+        x = x.to(self.dtype)
         z0 = x
         for i in range(len(sig) - 1):
             z0 = dyn.forward_cached(x, self._sig[i], actions, pos, caches, self.ptr, key_valid)[0]
@@ -294,13 +299,17 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
 
     z_ctx = model.encode_frames(frames)
     hist = torch.stack([ctx_input(z_ctx[:, j], j) for j in range(k)], dim=1)
+    prev = hist[:, -1]  # the sampler's last_latent after reset
     out_z, out_r, out_t = [], [], []
     for n in range(actions.shape[1]):
         fi = k + n
         T = hist.shape[1]
         acts = torch.cat([hist_a, actions[:, n : n + 1]], dim=1)
         s_ctx = torch.full((B, T), cn, device=dev)
-        x = (sig[0] * hash_noise(seeds, torch.full((B,), fi, device=dev), 0, shape)).to(dt)
+        x = sig[0] * hash_noise(seeds, torch.full((B,), fi, device=dev), 0, shape)
+        if cfg.dynamics.start_from == "previous":
+            x = x + prev.float()
+        x = x.to(dt)
         z0 = x
         for i in range(len(sig) - 1):
             s = torch.cat([s_ctx, torch.full((B, 1), sig[i], device=dev)], dim=1)
@@ -311,6 +320,7 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
         _, r, t = dyn(torch.cat([hist, clean[:, None]], dim=1), s, acts)
         hist = torch.cat([hist, clean[:, None]], dim=1)
         hist_a = acts
+        prev = z0
         out_z.append(z0)
         out_r.append(r[:, -1])
         out_t.append(t[:, -1] > 0)
