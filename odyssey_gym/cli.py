@@ -1,4 +1,4 @@
-"""`odyssey-gym collect | train | play | record | bench | eval | train-probe`.
+"""`odyssey-gym collect | train | leg | play | record | bench | eval | train-probe`.
 
 Each subcommand lives beside the layer it drives, as a module with
 `add_arguments(parser)` and `run(args) -> int`; imports are lazy so `--help` is instant
@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "collect": ("odyssey_gym.data.collect_cli", "record episodes from a real engine into a dataset"),
     "train": ("odyssey_gym.train.cli", "train a world model (autoencoder, then dynamics) from a dataset"),
+    "leg": ("odyssey_gym.train.leg", "one leg of a training campaign: record, eval, train, eval again, log, land"),
     "play": ("odyssey_gym.play.cli", "play a world model with the keyboard (window) or in the browser (--web)"),
     "record": ("odyssey_gym.envs.record_cli", "record an agent acting in a world model to MP4"),
     "bench": ("odyssey_gym.eval.bench", "measure speed: world model vs the real engine, written to BENCHMARKS.md"),
