@@ -426,9 +426,11 @@ class Dynamics(nn.Module):
         return torch.where(context_mask, s_ctx, s_tgt), context_mask
 
     def sample_target_sigma(self, B: int, T: int, device, generator=None):
-        """Levels of frames being denoised (B, T): EDM's log-normal, a fraction `p_sigma_max` at sigma_max."""
+        """Levels of frames being denoised (B, T): EDM's log-normal capped at sigma_max (the sampler never goes
+        higher), a fraction `p_sigma_max` at sigma_max."""
         cfg = self.config
         s = (cfg.sigma_p_mean + cfg.sigma_p_std * torch.randn(B, T, device=device, generator=generator)).exp()
+        s = s.clamp_max(cfg.sigma_max)
         if cfg.p_sigma_max > 0:
             at_max = torch.rand(B, T, device=device, generator=generator) < cfg.p_sigma_max
             s = torch.where(at_max, torch.full_like(s, cfg.sigma_max), s)
