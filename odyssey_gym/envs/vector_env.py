@@ -98,35 +98,28 @@ def _is_model(obj) -> bool:
     return isinstance(obj, torch.nn.Module)
 
 
-def _model_world(model) -> str | None:
-    cfg = getattr(model, "config", None)
-    return getattr(cfg, "world", None) if cfg is not None else None
-
-
 def _load_weights(spec: WorldSpec, weights, start_bank):
     """-> (model on cpu, bank frames (N,K,H,W,3) uint8 np or None, bank actions (N,K,A) float32 or None)."""
     from odyssey_gym import model as om
 
     if weights is None:
-        model = om.load(spec.name, device="cpu")
+        model = om.load(spec, device="cpu")
         bank = start_bank if start_bank is not None else om.load_start_bank(spec.name)
     elif _is_model(weights):
         model = weights
         bank = start_bank
         if bank is None and weights.pretrained_dir is not None:
             bank = om.load_start_bank(weights.pretrained_dir)
+        if getattr(model, "config", None) is not None:
+            om.check_world(model.config, spec, "weights")
     elif isinstance(weights, (str, os.PathLike)):
         path = Path(weights)
         if not path.is_dir():
             raise FileNotFoundError(f"weights={str(weights)!r} is not a directory (expected a dir with config.json + *.safetensors)")
-        model = om.WorldModel.from_pretrained(path)
+        model = om.load(spec, device="cpu", weights_dir=path)
         bank = start_bank if start_bank is not None else om.load_start_bank(path)
     else:
         raise TypeError(f"weights must be None (shipped weights), a directory path or a WorldModel, got {type(weights).__name__}")
-
-    mw = _model_world(model)
-    if mw is not None and mw != spec.name:
-        raise ValueError(f"these weights were trained for world {mw!r}, not {spec.name!r}; pass weights for {spec.name!r} (or world={mw!r})")
 
     if bank is None:
         return model, None, None

@@ -1,15 +1,19 @@
 """WorldModel: the autoencoder + the dynamics + latent normalisation, and its on-disk format.
 
 Weights are stored as `config.json` (the full config, `"format": "odyssey-gym-weights"`,
-`model_version`, the world, the shard list) plus `model-0000i-of-0000N.safetensors` shards of at
-most `max_shard_bytes` each. Loading refuses other model versions and any config/weights mismatch
-with an error naming the offending file.
+`model_version`, the world, the shard list and each shard's sha256) plus
+`model-0000i-of-0000N.safetensors` shards of at most `max_shard_bytes` each. Loading refuses other
+model versions, out-of-range config values, shards that fail their recorded hash and any
+config/weights mismatch, with an error naming the offending file (and key).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +55,10 @@ class WorldModelConfig:
             )
         for name in ("latent_mean", "latent_std"):
             v = getattr(self, name)
-            if v is not None and len(v) != a.latent_channels:
-                raise ValueError(f"{name} has {len(v)} entries, expected latent_channels={a.latent_channels}")
+            if v is not None and (not isinstance(v, (list, tuple)) or len(v) != a.latent_channels):
+                n = len(v) if isinstance(v, (list, tuple)) else type(v).__name__
+                raise ValueError(f"{name} has {n} entries, expected a list of latent_channels={a.latent_channels}")
+        _check_values(self)
 
     # -- handy views
     @property
@@ -155,6 +161,50 @@ class WorldModelConfig:
         return cls._build(ae, dyn, top)
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _check_values(cfg: WorldModelConfig) -> None:
+    """Reject values that would load but generate garbage (NaN stats, no sampling pass, a zero noise scale)."""
+    for section in ("ae", "dynamics"):
+        sub = getattr(cfg, section)
+        for f in dataclasses.fields(sub):
+            if isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
+                continue
+            v = getattr(sub, f.name)
+            integral = isinstance(f.default, int)
+            if not _is_number(v) or not math.isfinite(v) or (integral and not isinstance(v, numbers.Integral)):
+                kind = "an integer" if isinstance(f.default, int) else "a finite number"
+                raise ValueError(f"{section}.{f.name} must be {kind}, got {v!r}")
+    d = cfg.dynamics
+    for name in ("sigma_max", "sigma_min", "sigma_data", "rho", "rope_base", "mlp_ratio"):
+        if getattr(d, name) <= 0:
+            raise ValueError(f"dynamics.{name} must be > 0, got {getattr(d, name)!r}")
+    if d.sigma_min >= d.sigma_max:
+        raise ValueError(f"dynamics.sigma_min ({d.sigma_min}) must be below dynamics.sigma_max ({d.sigma_max})")
+    for name in ("n_layer", "n_head", "n_embd", "action_dim", "context_frames", "max_frames", "patch_size"):
+        if getattr(d, name) < 1:
+            raise ValueError(f"dynamics.{name} must be >= 1, got {getattr(d, name)!r}")
+    steps = cfg.sampling_steps
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"sampling_steps must be an integer >= 1, got {cfg.sampling_steps!r}")
+    if not _is_number(cfg.context_noise) or not 0.0 <= cfg.context_noise < math.inf:
+        raise ValueError(f"context_noise must be a finite number >= 0, got {cfg.context_noise!r}")
+    if cfg.latent_mean is not None or cfg.latent_std is not None:
+        C = cfg.ae.latent_channels
+        _check_latent_stats(cfg.latent_mean or [0.0] * C, cfg.latent_std or [1.0] * C)
+
+
+def _check_latent_stats(mean, std) -> None:
+    """Finite means and finite positive stds: a bad entry turns every latent of that channel into NaN/inf."""
+    for name, vals in (("latent_mean", mean), ("latent_std", std)):
+        for i, v in enumerate(vals):
+            if not _is_number(v) or not math.isfinite(v) or (name == "latent_std" and v <= 0):
+                need = "finite and > 0" if name == "latent_std" else "finite"
+                raise ValueError(f"{name}[{i}] must be {need}, got {v!r}")
+
+
 def _check_keys(d: dict, klass, section: str):
     known = {f.name for f in dataclasses.fields(klass)}
     bad = set(d) - known
@@ -187,6 +237,7 @@ class WorldModel(nn.Module):
         C = self.config.ae.latent_channels
         if len(mean) != C or len(std) != C:
             raise ValueError(f"latent stats need {C} entries each, got {len(mean)} and {len(std)}")
+        _check_latent_stats(mean, std)
         self.config.latent_mean, self.config.latent_std = mean, std
         self.latent_mean.copy_(torch.tensor(mean).view(C, 1, 1))
         self.latent_std.copy_(torch.tensor(std).view(C, 1, 1))
@@ -225,8 +276,8 @@ class WorldModel(nn.Module):
                         max_shard_bytes: int = MAX_SHARD_BYTES) -> list[Path]:
         """Write config.json + safetensors shards (<= max_shard_bytes each; a tensor that cannot fit raises
         ValueError before anything is written). Every file is written to a temp name and renamed into place, the
-        shards first and config.json last (it lists them), then stale shards of older saves are removed.
-        dtype: cast floating tensors (default bf16; None keeps the model's). Returns the written paths."""
+        shards first and config.json last (it lists them and their sha256), then stale shards of older saves
+        are removed. dtype: cast floating tensors (default bf16; None keeps the model's). Returns the written paths."""
         from safetensors.torch import save_file
 
         out = Path(directory)
@@ -265,10 +316,9 @@ class WorldModel(nn.Module):
         cfg["model_version"] = MODEL_VERSION
         any_float = next((v.dtype for v in tensors.values() if v.is_floating_point()), None)
         cfg["weights"] = {"dtype": str(any_float).removeprefix("torch."), "shards": names,
-                          "num_params": sum(v.numel() for v in tensors.values())}
-        tmp = out / f".{CONFIG_NAME}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
-        os.replace(tmp, out / CONFIG_NAME)
+                          "num_params": sum(v.numel() for v in tensors.values()),
+                          "sha256": {name: _file_sha256(out / name) for name in names}}
+        _write_config(out, cfg)
         written.append(out / CONFIG_NAME)
         for stale in out.glob("model-*-of-*.safetensors"):
             if stale.name not in names:
@@ -278,28 +328,16 @@ class WorldModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None) -> "WorldModel":
-        """Load a directory written by `save_pretrained`. dtype None: float32."""
+        """Load a directory written by `save_pretrained`. dtype None: float32.
+
+        Each shard is checked against the sha256 recorded in config.json (exports without recorded hashes
+        load unchecked); the config's values are range-checked. Every error names the file at fault."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         root = Path(directory)
         cfg_path = root / CONFIG_NAME
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"{cfg_path}: no {CONFIG_NAME} (not a directory written by WorldModel.save_pretrained)")
-        try:
-            d = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
-        if d.get("format") != WEIGHTS_FORMAT:
-            raise ValueError(f"{cfg_path}: format is {d.get('format')!r}, expected {WEIGHTS_FORMAT!r}")
-        if d.get("model_version") != MODEL_VERSION:
-            raise ValueError(
-                f"{cfg_path}: weights have model_version {d.get('model_version')!r} but this odyssey_gym reads "
-                f"model_version {MODEL_VERSION}; use the odyssey_gym release they were trained with or retrain"
-            )
-        shards = (d.get("weights") or {}).get("shards")
-        if not shards:
-            raise ValueError(f"{cfg_path}: no 'weights.shards' list")
+        d, shards, hashes = read_weights_config(root)
         try:
             config = WorldModelConfig.from_dict(d)
         except (TypeError, ValueError) as e:
@@ -310,6 +348,9 @@ class WorldModel(nn.Module):
             f = root / name
             if not f.is_file():
                 raise FileNotFoundError(f"{f}: weight shard listed in {cfg_path.name} is missing")
+            if hashes is not None and _file_sha256(f) != hashes[name]:
+                raise ValueError(f"{f}: sha256 does not match the one recorded in {cfg_path.name} "
+                                 f"(corrupt or altered shard; re-export or re-download the weights)")
             try:
                 part = load_file(str(f), device="cpu")
             except (SafetensorError, OSError) as e:
@@ -335,6 +376,91 @@ class WorldModel(nn.Module):
         model.to(device=device, dtype=dtype or torch.float32)
         model.pretrained_dir = root
         return model.eval()
+
+
+# ---------------------------------------------------------------------------- config.json
+
+
+def _file_sha256(path: Path) -> str:
+    """Streamed (no copy of the file in memory): ~30 ms for 47 MB of shards."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_config(out: Path, cfg: dict) -> None:
+    """The one writer of config.json (temp name + rename), so every export has the same layout."""
+    tmp = out / f".{CONFIG_NAME}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+    os.replace(tmp, out / CONFIG_NAME)
+
+
+def _check_shard_name(name, cfg_path: Path) -> None:
+    """A shard is a plain file name inside the weights folder: a config must not point the loader elsewhere."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or Path(name).is_absolute() or Path(name).name != name):
+        raise ValueError(f"{cfg_path}: weights.shards entry {name!r} is not a file name inside {cfg_path.parent}")
+
+
+def read_weights_config(directory) -> tuple[dict, list[str], dict[str, str] | None]:
+    """Read and check config.json's envelope: (the config dict, the shard names, their sha256 or None).
+
+    Raises naming config.json and the key at fault: not a JSON object, wrong format or model_version,
+    no `world`, `weights.shards` not a list of file names inside the folder, `weights.sha256` not covering them."""
+    root = Path(directory)
+    cfg_path = root / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: no {CONFIG_NAME} (not a directory written by WorldModel.save_pretrained)")
+    try:
+        d = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{cfg_path}: expected a JSON object, got a {type(d).__name__}")
+    if d.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{cfg_path}: format is {d.get('format')!r}, expected {WEIGHTS_FORMAT!r}")
+    if d.get("model_version") != MODEL_VERSION:
+        raise ValueError(
+            f"{cfg_path}: weights have model_version {d.get('model_version')!r} but this odyssey_gym reads "
+            f"model_version {MODEL_VERSION}; use the odyssey_gym release they were trained with or retrain"
+        )
+    if not isinstance(d.get("world"), str) or not d["world"]:
+        raise ValueError(f"{cfg_path}: 'world' must name the world the weights were trained for, got {d.get('world')!r}")
+    w = d.get("weights")
+    if not isinstance(w, dict):
+        raise ValueError(f"{cfg_path}: 'weights' must be an object with a 'shards' list, got {w!r}")
+    shards = w.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise ValueError(f"{cfg_path}: 'weights.shards' must be a non-empty list of file names, got {shards!r}")
+    for name in shards:
+        _check_shard_name(name, cfg_path)
+    if len(set(shards)) != len(shards):
+        raise ValueError(f"{cfg_path}: 'weights.shards' lists a shard twice: {shards}")
+    hashes = w.get("sha256")
+    if hashes is not None:
+        if not isinstance(hashes, dict) or set(hashes) != set(shards) or not all(
+                isinstance(h, str) and len(h) == 64 for h in hashes.values()):
+            raise ValueError(f"{cfg_path}: 'weights.sha256' must map each shard in 'weights.shards' to a "
+                             f"64-hex-digit sha256")
+    return d, shards, hashes
+
+
+def record_shard_hashes(directory) -> dict[str, str]:
+    """Add each shard's sha256 to the config.json of an export made before hashes were recorded.
+
+    The weights must load first (so a corrupt shard is never blessed); hashes already recorded must match.
+    The file is rewritten by the same writer as `save_pretrained`, with `weights.sha256` as its last key."""
+    root = Path(directory)
+    WorldModel.from_pretrained(root)  # raises on a bad config, an unreadable shard or a recorded hash that fails
+    d, shards, hashes = read_weights_config(root)
+    fresh = {name: _file_sha256(root / name) for name in shards}
+    if hashes is not None:
+        return fresh  # already recorded, and from_pretrained just checked them
+    d["weights"]["sha256"] = fresh
+    _write_config(root, d)
+    return fresh
 
 
 def estimate_flops_per_frame(config: WorldModelConfig, sampling_steps: int | None = None) -> dict[str, float]:
