@@ -50,3 +50,18 @@ def test_shipped_doom_explore_generates_finite_frames():
         out.append(f)
     # a NaN decode clamps to a flat image: real frames have structure
     assert all(int(f.max()) > int(f.min()) for f in out)
+
+
+def test_shipped_configs_record_every_shard_sha256():
+    """Shipped shards are verified at every load: each config.json records the hash of each of its shards."""
+    import hashlib
+    import json
+
+    from odyssey_gym.model import available_worlds
+
+    for world in available_worlds():
+        d = weights_dir(world)
+        w = json.loads((d / "config.json").read_text())["weights"]
+        assert set(w.get("sha256", {})) == set(w["shards"]), world
+        for name in w["shards"]:
+            assert hashlib.sha256((d / name).read_bytes()).hexdigest() == w["sha256"][name], (world, name)
