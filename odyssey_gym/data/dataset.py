@@ -265,6 +265,11 @@ class DatasetWriter:
             if manifest_path.exists():
                 self.manifest = _load_manifest(self.path)
                 self._check_compatible(self.manifest)
+                bad = _entry_problems(self.manifest["episodes"])  # appending would bury the damage
+                if bad:
+                    i = min(bad)
+                    raise DatasetError(f"{manifest_path}: refusing to append: episode {i}: {bad[i]} "
+                                       f"({len(bad)} bad entr{'y' if len(bad) == 1 else 'ies'}; see Dataset.verify())")
                 self.chunk_frames = int(self.manifest["chunk_frames"])
             else:
                 self.chunk_frames = int(chunk_frames)
@@ -423,6 +428,9 @@ class DatasetWriter:
 
 # --------------------------------------------------------------------------- reader
 def _load_manifest(path: Path) -> dict:
+    """Read manifest.json and check its top level: every key a reader relies on, with a usable type.
+
+    Episode entries are checked one by one (`_entry_problem`) so that one bad entry spoils only its episode."""
     p = Path(path) / MANIFEST
     if not p.exists():
         raise DatasetError(f"{path}: not a dataset (no {MANIFEST})")
@@ -430,18 +438,137 @@ def _load_manifest(path: Path) -> dict:
         m = json.loads(p.read_bytes())
     except (ValueError, OSError) as e:
         raise DatasetError(f"{p}: unreadable manifest: {e}") from e
+    if not isinstance(m, dict):
+        raise DatasetError(f"{p}: expected a JSON object, got a {type(m).__name__}")
     if m.get("format") != FORMAT_NAME:
         raise DatasetError(f"{p}: not an {FORMAT_NAME} manifest (format={m.get('format')!r})")
-    if int(m.get("format_version", -1)) > FORMAT_VERSION:
+    if not _is_int(m.get("format_version")):
+        raise DatasetError(f"{p}: 'format_version' must be an integer, got {m.get('format_version')!r}")
+    if m["format_version"] > FORMAT_VERSION:
         raise DatasetError(f"{p}: format version {m['format_version']} is newer than this code's {FORMAT_VERSION}")
+    missing = [k for k in _MANIFEST_KEYS if k not in m]
+    if missing:
+        raise DatasetError(f"{p}: missing key(s) {missing}")
+    w = m["world"]
+    if not isinstance(w, dict) or not isinstance(w.get("name"), str) or not _is_int(w.get("version")):
+        raise DatasetError(f"{p}: 'world' must be an object with a string 'name' and an integer 'version', got {w!r}")
+    fs = m["frame_shape"]
+    if not (isinstance(fs, list) and len(fs) == 3 and all(_is_int(x) and x > 0 for x in fs) and fs[2] == 3):
+        raise DatasetError(f"{p}: 'frame_shape' must be [H, W, 3] with positive integers, got {fs!r}")
+    ash = m["action_shape"]
+    if not (isinstance(ash, list) and len(ash) <= 1 and all(_is_int(x) and x > 0 for x in ash)):
+        raise DatasetError(f"{p}: 'action_shape' must be [] (discrete) or [buttons] (multibinary), got {ash!r}")
+    try:
+        dt = np.dtype(m["action_dtype"])
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or not isinstance(m["action_dtype"], str) or dt.kind not in "iu":
+        raise DatasetError(f"{p}: 'action_dtype' must name an integer numpy dtype, got {m['action_dtype']!r}")
+    for k in ("action_dim", "chunk_frames"):
+        if not _is_int(m[k]) or m[k] < 1:
+            raise DatasetError(f"{p}: {k!r} must be a positive integer, got {m[k]!r}")
+    if ash and ash[0] != m["action_dim"]:
+        raise DatasetError(f"{p}: 'action_dim' {m['action_dim']} does not match 'action_shape' {ash} (multibinary)")
+    if not isinstance(m["episodes"], list):
+        raise DatasetError(f"{p}: 'episodes' must be a list, got a {type(m['episodes']).__name__}")
     return m
+
+
+_MANIFEST_KEYS = ("world", "frame_shape", "action_shape", "action_dtype", "action_dim", "chunk_frames", "episodes")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _safe_rel_dir(d) -> bool:
+    """A relative path of plain names below the dataset root (no '..', no absolute path, no backslashes)."""
+    if not isinstance(d, str) or not d or d.startswith("/") or "\\" in d:
+        return False
+    return all(part not in ("", ".", "..") for part in d.split("/"))
+
+
+def _safe_name(f) -> bool:
+    return _safe_rel_dir(f) and "/" not in f
+
+
+def _file_problem(info, what: str) -> str | None:
+    if not isinstance(info, dict):
+        return f"{what} entry is not an object: {info!r}"
+    if not _safe_name(info.get("file")):
+        return f"{what} file {info.get('file')!r} is not a file name inside the episode directory"
+    if not _is_int(info.get("bytes")) or not isinstance(info.get("sha256"), str):
+        return f"{what} file {info['file']!r} lacks an integer 'bytes' or a 'sha256'"
+    return None
+
+
+def _entry_problem(e) -> str | None:
+    """Why an episode entry of the manifest cannot be read as listed (None when it can): its keys, its paths
+    and its chunk layout (contiguous chunks from frame 0 covering all length + 1 frames, file names unique)."""
+    if not isinstance(e, dict):
+        return f"entry is not an object: {e!r}"
+    missing = [k for k in ("id", "dir", "length", "frames", "steps") if k not in e]
+    if missing:
+        return f"entry lacks key(s) {missing}"
+    if not _is_int(e["id"]):
+        return f"id must be an integer, got {e['id']!r}"
+    if not _safe_rel_dir(e["dir"]):
+        return f"dir {e['dir']!r} is not a relative path inside the dataset"
+    if not _is_int(e["length"]) or e["length"] < 1:
+        return f"length must be a positive integer, got {e['length']!r}"
+    if not isinstance(e["frames"], list) or not e["frames"]:
+        return "'frames' must be a non-empty list of chunks"
+    for info in e["frames"]:
+        bad = _file_problem(info, "frame chunk")
+        if bad:
+            return bad
+    bad = _file_problem(e["steps"], "steps")
+    if bad:
+        return bad
+    names = [f["file"] for f in e["frames"]] + [e["steps"]["file"]]
+    if len(set(names)) != len(names):
+        return f"a file is listed twice: {names}"
+    at = 0
+    for f in e["frames"]:
+        start, count = f.get("start"), f.get("count")
+        if not (_is_int(start) and _is_int(count)) or count < 1:
+            return f"chunk {f['file']!r} has start {start!r} / count {count!r} (a positive integer count)"
+        if start != at:
+            return f"chunk {f['file']!r} starts at frame {start}, expected {at} (chunks must be contiguous from 0)"
+        at += count
+    if at != e["length"] + 1:
+        return f"chunks hold {at} frames, an episode of {e['length']} steps has {e['length'] + 1}"
+    return None
+
+
+def _entry_problems(episodes: list) -> dict[int, str]:
+    """Episode index -> why its manifest entry is unusable (metadata only: no file is read)."""
+    problems: dict[int, str] = {}
+    first: dict[tuple[str, object], int] = {}
+    for i, e in enumerate(episodes):
+        bad = _entry_problem(e)
+        if bad is None:
+            for key in ("id", "dir"):
+                j = first.setdefault((key, e[key]), i)
+                if j != i:
+                    bad = f"duplicates episode {j} (same {key} {e[key]!r})"
+                    break
+        if bad is not None:
+            problems[i] = bad
+    return problems
 
 
 class Dataset:
     """A recorded dataset directory, read-only. Frames are decoded chunk by chunk on demand.
 
     Every read checks the file's sha256 against the manifest; a missing, truncated or corrupt file
-    raises `DatasetError` naming the file and the episode, and never affects other episodes.
+    raises `DatasetError` naming the file and the episode, and never affects other episodes. So does a
+    manifest entry that cannot be read as listed (bad paths or chunk layout, a duplicate of another entry)
+    and steps whose values lie outside the world (non-finite rewards, actions outside the action space).
     """
 
     def __init__(self, path, world=None):
@@ -457,8 +584,16 @@ class Dataset:
         self.chunk_frames = int(m["chunk_frames"])
         self.episodes: list[dict] = m["episodes"]
         self._dctx = None
+        self._problems = _entry_problems(self.episodes)
         if world is not None:
             self.check_world(world)
+
+    def _check_entry(self, i: int) -> None:
+        bad = self._problems.get(i + len(self) if i < 0 else i)
+        if bad is not None:
+            e = self.episodes[i]
+            ident = e.get("id") if isinstance(e, dict) else None
+            raise DatasetError(f"episode {i} (id {ident}) in {self.path / MANIFEST}: {bad}")
 
     def check_world(self, world) -> None:
         from ..worlds import get_world
@@ -470,6 +605,9 @@ class Dataset:
         if spec.frame_shape != self.frame_shape or spec.action_shape != self.action_shape:
             raise DatasetError(f"{self.path}: dataset shapes frames {self.frame_shape} actions {self.action_shape} "
                                f"!= world {spec.name!r} frames {spec.frame_shape} actions {spec.action_shape}")
+        if spec.action_dim != self.action_dim or spec.action_dtype != self.action_dtype:
+            raise DatasetError(f"{self.path}: dataset actions {self.action_dtype} of dim {self.action_dim} "
+                               f"!= world {spec.name!r} actions {spec.action_dtype} of dim {spec.action_dim}")
 
     @property
     def spec(self):
@@ -483,17 +621,21 @@ class Dataset:
     def __repr__(self) -> str:
         return f"Dataset({str(self.path)!r}, world={self.world_name!r}, episodes={len(self)}, steps={self.num_steps})"
 
+    def _sound(self):
+        return (e for i, e in enumerate(self.episodes) if i not in self._problems)
+
     @property
     def num_steps(self) -> int:
-        return sum(e["length"] for e in self.episodes)
+        """Steps of the episodes whose manifest entries are sound (`verify()` lists the others)."""
+        return sum(e["length"] for e in self._sound())
 
     @property
     def num_frames(self) -> int:
-        return sum(e["length"] + 1 for e in self.episodes)
+        return sum(e["length"] + 1 for e in self._sound())
 
     @property
     def nbytes(self) -> int:
-        return sum(sum(f["bytes"] for f in e["frames"]) + e["steps"]["bytes"] for e in self.episodes)
+        return sum(sum(f["bytes"] for f in e["frames"]) + e["steps"]["bytes"] for e in self._sound())
 
     # ---------------------------------------------------------------- raw reads
     def _read(self, i: int, info: dict) -> bytes:
@@ -529,31 +671,72 @@ class Dataset:
 
     def chunk_layout(self, i: int) -> list[tuple[int, int]]:
         """[(start, count)] of episode i's frame chunks."""
+        self._check_entry(i)
         return [(f["start"], f["count"]) for f in self.episodes[i]["frames"]]
 
     def read_chunk(self, i: int, c: int) -> np.ndarray:
         """Frames of chunk c of episode i: uint8 (count, H, W, 3), read-only view of fresh memory."""
+        self._check_entry(i)
         info = self.episodes[i]["frames"][c]
         n = info["count"]
         raw = self._decompress(i, info, self._read(i, info), n * int(np.prod(self.frame_shape)))
         return np.frombuffer(raw, np.uint8).reshape((n, *self.frame_shape))
 
     def load_steps(self, i: int) -> dict[str, np.ndarray]:
-        """actions, rewards, terminations, truncations of episode i (no frames)."""
+        """actions, rewards, terminations, truncations of episode i (no frames), checked against the world."""
+        self._check_entry(i)
         e = self.episodes[i]
         info = e["steps"]
+        where = f"episode {i} (id {e['id']}), file {self.path / e['dir'] / info['file']}"
         raw = self._decompress(i, info, self._read(i, info), None)
         try:
             with np.load(io.BytesIO(raw)) as z:
                 out = {k: z[k] for k in ("actions", "rewards", "terminations", "truncations")}
         except Exception as err:
-            raise DatasetError(f"episode {i} (id {e['id']}), file {self.path / e['dir'] / info['file']}: bad steps data: {err}") from err
+            raise DatasetError(f"{where}: bad steps data: {err}") from err
         L = e["length"]
-        if any(len(v) != L for v in out.values()):
-            raise DatasetError(f"episode {i} (id {e['id']}), file {self.path / e['dir'] / info['file']}: step arrays do not have length {L}")
+        if any(v.ndim < 1 or len(v) != L for v in out.values()):
+            raise DatasetError(f"{where}: step arrays do not have length {L}")
+        bad = self._steps_problem(e, out)
+        if bad:
+            raise DatasetError(f"{where}: {bad}")
         return out
 
+    def _steps_problem(self, e: dict, s: dict[str, np.ndarray]) -> str | None:
+        """Why the step values cannot be this world's (None when they can); O(L) vector checks, once per read."""
+        a, r = s["actions"], s["rewards"]
+        if a.dtype != self.action_dtype or a.shape[1:] != self.action_shape:
+            return (f"actions are {a.dtype} {a.shape[1:]}, the manifest says {self.action_dtype} {self.action_shape}")
+        if self.action_shape:  # multibinary: one 0/1 per button
+            off = np.flatnonzero(((a != 0) & (a != 1)).any(axis=-1))
+            if off.size:
+                return f"actions must be 0/1 per button; step {int(off[0])} holds {a[off[0]].tolist()}"
+        else:  # discrete: an index into the action_dim choices
+            off = np.flatnonzero((a < 0) | (a >= self.action_dim))
+            if off.size:
+                return f"actions must lie in [0, {self.action_dim}); step {int(off[0])} holds {int(a[off[0]])}"
+        if r.dtype.kind != "f":
+            return f"rewards must be floats, got {r.dtype}"
+        off = np.flatnonzero(~np.isfinite(r))
+        if off.size:
+            return f"rewards must be finite; step {int(off[0])} holds {float(r[off[0]])} ({off.size} such steps)"
+        te, tr = s["terminations"], s["truncations"]
+        if te.dtype != bool or tr.dtype != bool:
+            return f"terminations/truncations must be bool, got {te.dtype} / {tr.dtype}"
+        if (te[:-1] | tr[:-1]).any():
+            return f"the episode ends before its last step (step {int(np.flatnonzero(te[:-1] | tr[:-1])[0])})"
+        if not (te[-1] or tr[-1]):
+            return "neither terminated nor truncated at its last step"
+        ret, total = e.get("return"), float(np.sum(r, dtype=np.float64))
+        if _is_number(ret) and abs(float(ret) - total) > 1e-4 * (1.0 + float(np.abs(r).sum(dtype=np.float64))):
+            return f"rewards sum to {total}, the manifest's return is {ret}"
+        for k, flags in (("terminated", te), ("truncated", tr)):
+            if isinstance(e.get(k), bool) and e[k] != bool(flags[-1]):
+                return f"the manifest says {k}={e[k]}, the steps say {bool(flags[-1])}"
+        return None
+
     def load_frames(self, i: int) -> np.ndarray:
+        self._check_entry(i)
         e = self.episodes[i]
         frames = np.empty((e["length"] + 1, *self.frame_shape), np.uint8)
         for c, f in enumerate(e["frames"]):
@@ -578,11 +761,13 @@ class Dataset:
             yield self.load_episode(i)
 
     def verify(self, raise_on_error: bool = False) -> list[DatasetError]:
-        """Read and check every file of every episode. Returns the problems found (empty when sound)."""
+        """Read and check every episode: its manifest entry (paths, chunk layout, no duplicate), every file's
+        size and sha256, and the step values (finite rewards, actions in the action space, the episode ending
+        at its last step and nowhere before). Returns the problems found, one per episode (empty when sound)."""
         problems: list[DatasetError] = []
         for i in range(len(self)):
             try:
-                self.load_steps(i)
+                self.load_steps(i)  # checks the entry first
                 for c in range(len(self.episodes[i]["frames"])):
                     self.read_chunk(i, c)
             except DatasetError as err:
