@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from odyssey_gym.data import dataset as dsmod
-from odyssey_gym.data.dataset import Dataset, DatasetError, DatasetWriter, Episode
+from odyssey_gym.data.dataset import Dataset, DatasetError, DatasetWriter, Episode, MultiDataset
 from odyssey_gym.data.windows import WindowSampler
 from odyssey_gym.worlds import get_world
 
@@ -214,3 +214,12 @@ def test_dataset_of_a_different_action_dim_is_refused_for_the_world(takecover):
     _edit_manifest(takecover, lambda m: m.update(action_dim=4))
     with pytest.raises(DatasetError, match="of dim 4 != world 'doom-takecover'"):
         Dataset(takecover, world="doom-takecover")
+
+
+def test_multidataset_counts_and_verifies_across_directories(tmp_path):
+    a, b = _make(tmp_path / "a", lengths=(10, 12)), _make(tmp_path / "b", lengths=(7,))
+    _rewrite_steps(b, 0, rewards=_set(2, np.nan))
+    md = MultiDataset([a, b])
+    assert md.num_steps == 29 and md.num_frames == 32
+    problems = md.verify()
+    assert len(problems) == 1 and "rewards must be finite" in str(problems[0]) and str(b) in str(problems[0])

@@ -805,8 +805,14 @@ class MultiDataset:
         self.episodes = [d.episodes[j] for k, d in enumerate(self.datasets) for j in range(len(d))]
 
     spec = Dataset.spec
-    num_steps = Dataset.num_steps
-    num_frames = Dataset.num_frames
+
+    @property
+    def num_steps(self) -> int:
+        return sum(d.num_steps for d in self.datasets)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(d.num_frames for d in self.datasets)
 
     def __len__(self) -> int:
         return len(self._index)
