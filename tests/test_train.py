@@ -81,7 +81,7 @@ def run_inproc(cfg_path, data, out, *extra, monkeypatch=None):
 
 def final_state(out: Path) -> dict:
     path = ckpt.list_checkpoints(out)[-1]
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)  # checkpoints hold tensors and plain values only
 
 
 # ============================================================================ tests
@@ -187,7 +187,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
     p.wait()
     assert killed, "the run finished before it could be killed: " + p.stderr.read().decode()[-2000:]
     last = ckpt.list_checkpoints(out)[-1]
-    assert "done" != torch.load(last, weights_only=False)["phase"]
+    assert "done" != torch.load(last, weights_only=True)["phase"]
 
     r = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -198,6 +198,36 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
     for key in ("model", "ema"):
         for k, v in ref_state[key].items():
             assert torch.equal(v, state[key][k]), f"{key}.{k} differs after kill + resume"
+
+
+class _OpensAFile:
+    """Unpickling this creates a file: what reading a checkpoint must never do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_unsafe_or_old_checkpoint_is_refused_by_name(tmp_path, dataset, capsys):
+    cfg = write_config(tmp_path / "c.yaml")
+    marker = tmp_path / "code-ran"
+    cases = {  # name: (file content, the global the error names)
+        "code": ({"format_version": ckpt.FORMAT_VERSION, "payload": _OpensAFile(marker)}, "open"),
+        "old": ({"format_version": 1, "rng": [{"numpy": np.random.get_state()}]}, "numpy"),  # RNG state as numpy
+    }
+    for name, (state, global_name) in cases.items():
+        out = tmp_path / name
+        path = ckpt.checkpoint_dir(out) / "ckpt-000000010.pt"
+        path.parent.mkdir(parents=True)
+        torch.save(state, path)
+        assert run_inproc(cfg, dataset, out, "--resume") == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and "weights-only load refuses" in err and "--init-from" in err, err
+        assert global_name in err.split("refuses")[0] and not marker.exists(), err
+    torch.load(ckpt.checkpoint_dir(tmp_path / "code") / "ckpt-000000010.pt", weights_only=False)
+    assert marker.exists()  # the file was hostile indeed: a full unpickle runs it
 
 
 @pytest.mark.parametrize("objective", ["teacher_forcing", "diffusion_forcing"])
