@@ -289,3 +289,25 @@ def test_old_single_run_summary_upgrades_to_legs(tmp_path):
     (tmp_path / "train_summary.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         load_summary(tmp_path)
+
+
+def test_adamw_is_fused_on_cuda_and_falls_back(monkeypatch):
+    from odyssey_gym.train import trainer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert trainer.make_adamw(params, 1e-3, 0.0, (0.9, 0.99), use_cuda=False).defaults["fused"] is False
+    real = torch.optim.AdamW
+
+    def no_fused_kernel(*a, fused=None, **kw):  # a torch (or a parameter) without the fused kernel
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(*a, fused=fused, **kw)
+
+    signature = trainer.inspect.signature(real)
+    monkeypatch.setattr(trainer.inspect, "signature", lambda f: signature)
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused_kernel)
+    assert trainer.make_adamw(params, 1e-3, 0.0, (0.9, 0.99), use_cuda=True).defaults["fused"] is False
+    monkeypatch.setattr(torch.optim, "AdamW", real)
+    if torch.cuda.is_available():
+        cuda_params = [torch.nn.Parameter(torch.zeros(3, device="cuda"))]
+        assert trainer.make_adamw(cuda_params, 1e-3, 0.0, (0.9, 0.99), use_cuda=True).defaults["fused"] is True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import math
 import random
 import sys
@@ -91,6 +92,16 @@ def ema_decay_at(step: int, cfg: TrainConfig) -> float:
     if cfg.ema_warmup:
         return min(cfg.ema_decay, (1 + step) / (10 + step))
     return cfg.ema_decay
+
+
+def make_adamw(params: list, lr: float, wd: float, betas: tuple[float, float], use_cuda: bool):
+    """AdamW; on CUDA the fused kernel (one launch for all parameters) when this torch has it."""
+    if use_cuda and "fused" in inspect.signature(torch.optim.AdamW).parameters:
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=betas, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a parameter the fused kernel does not take
+            pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=betas, fused=False)
 
 
 def seed_everything(seed: int) -> None:
@@ -369,10 +380,9 @@ def make_phase(s: Setup, run: RunState, name: str, live, ema, objective, batch_f
         )
     if tc.compile and s.use_cuda:
         fwd = torch.compile(fwd)
-    opt = torch.optim.AdamW(
-        [p for p in live.parameters() if p.requires_grad], lr=lr, weight_decay=wd,
-        betas=(tc.adam_beta1, tc.adam_beta2), fused=s.use_cuda,
-    )
+    opt = make_adamw([p for p in live.parameters() if p.requires_grad], lr, wd, (tc.adam_beta1, tc.adam_beta2),
+                     s.use_cuda)
+    s.log(f"phase {name}: AdamW, {'fused' if opt.defaults.get('fused') else 'not fused'}")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, total, tc.lr_schedule, tc.min_lr_frac))
     if run.resumed is not None and run.resumed["phase"] == name and run.resumed.get("optimizer") is not None:
         opt.load_state_dict(run.resumed["optimizer"])
