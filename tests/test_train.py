@@ -101,6 +101,11 @@ def test_config_errors_are_clear(tmp_path):
     bad.write_text("train:\n  ae_lr: fast\n")
     with pytest.raises(ConfigError, match="train.ae_lr must be float"):
         load_config(bad)
+    bad.write_text("train:\n  peak_tflops: fast\n")
+    with pytest.raises(ConfigError, match="train.peak_tflops must be a number or null"):
+        load_config(bad)
+    bad.write_text("train:\n  peak_tflops: 989\n")
+    assert load_config(bad).train.peak_tflops == 989.0
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
     # shipped configs load
@@ -122,7 +127,7 @@ def test_cli_errors(tmp_path, dataset, capsys, monkeypatch):
 
 
 def test_train_loss_down_resume_checks_and_export(tmp_path, dataset, capsys, monkeypatch):
-    cfg = write_config(tmp_path / "c.yaml")
+    cfg = write_config(tmp_path / "c.yaml", peak_tflops=0.05)  # a peak given in the config counts on any device
     out = tmp_path / "run"
     exp = tmp_path / "export"
     assert run_inproc(cfg, dataset, out, "--export", exp, monkeypatch=monkeypatch) == 0
@@ -135,6 +140,18 @@ def test_train_loss_down_resume_checks_and_export(tmp_path, dataset, capsys, mon
     for tag in ("ae/loss", "dyn/loss"):
         vals = [e.value for e in ea.Scalars(tag)]
         assert len(vals) >= 3 and vals[-1] < vals[0], (tag, vals)
+    # throughput: log lines and scalars; tflops / mfu agree with the peak
+    import re
+
+    line = re.search(r"^dyn 40/40 loss=\S+ .*lr=\S+ steps_per_s=\S+ frames_per_s=(\S+) tflops=(\S+) mfu=(\S+)%$", err, re.M)
+    assert line, err
+    frames, tflops, mfu = map(float, line.groups())
+    assert frames > 0 and tflops > 0 and mfu == pytest.approx(100 * tflops / 0.05, rel=0.01)
+    for tag in ("ae/frames_per_s", "ae/tflops", "ae/mfu", "dyn/frames_per_s", "dyn/tflops", "dyn/mfu"):
+        assert all(e.value > 0 for e in ea.Scalars(tag)), tag
+    steps_per_s = [e.value for e in ea.Scalars("dyn/steps_per_s")]
+    fps = [e.value for e in ea.Scalars("dyn/frames_per_s")]
+    assert fps == pytest.approx([8 * (6 - 1) * v for v in steps_per_s])  # teacher forcing: every frame but the first
     assert len(ckpt.list_checkpoints(out)) == 2  # keep the last 2
     # export loads
     from odyssey_gym.model import WorldModel
@@ -265,6 +282,12 @@ def test_campaign_legs_append_to_the_summary(dataset, tmp_path):
     assert run_inproc(cfg, dataset, tmp_path / "r1", "--export", a) == 0
     cfg2 = write_config(tmp_path / "c2.yaml", ae_steps=0, dyn_steps=10)
     assert run_inproc(cfg2, dataset, tmp_path / "r2", "--phase", "dyn", "--init-from", a, "--export", b) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(tmp_path / "r1" / "tb"))
+    ea.Reload()
+    tags = ea.Tags()["scalars"]
+    assert "dyn/tflops" in tags and not any(t.endswith("/mfu") for t in tags)  # CPU, no peak given: no mfu
     s1, s2 = load_summary(a), load_summary(b)
     assert [leg["leg"] for leg in s2["legs"]] == [1, 2] and s2["legs"][0] == s1["legs"][0]
     assert s2["legs"][1]["steps"] == {"ae": 0, "dyn": 10} and s2["legs"][1]["init_from"] == "weights"
@@ -311,3 +334,16 @@ def test_adamw_is_fused_on_cuda_and_falls_back(monkeypatch):
     if torch.cuda.is_available():
         cuda_params = [torch.nn.Parameter(torch.zeros(3, device="cuda"))]
         assert trainer.make_adamw(cuda_params, 1e-3, 0.0, (0.9, 0.99), use_cuda=True).defaults["fused"] is True
+
+
+def test_peak_tflops_from_the_config_or_the_device_name(monkeypatch):
+    from odyssey_gym.train.config import TrainConfig
+    from odyssey_gym.train.trainer import peak_tflops
+
+    cuda = torch.device("cuda", 0)
+    assert peak_tflops(TrainConfig(), torch.device("cpu")) is None
+    assert peak_tflops(TrainConfig(peak_tflops=123.0), cuda) == 123.0
+    for name, peak in (("NVIDIA H200", 989.0), ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0),
+                       ("Tesla T4", None)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
+        assert peak_tflops(TrainConfig(), cuda) == peak, name

@@ -4,6 +4,13 @@ Run it with `odyssey-gym train` (see `cli.py`), single-process or under `torchru
 Every hyperparameter lives in `TrainConfig` (YAML `train:`); the model's own config in YAML `model:`.
 `train()` is the whole run in order. What never changes during a run sits in `Setup`, what the loop
 changes in `RunState` (a checkpoint is that state written down), one phase's optimiser and meters in `Phase`.
+
+Throughput in the log: `frames_per_s` counts the frames the loss trains on (see `target_frames_per_step`), `tflops`
+the model FLOPs of a step, counted once per kind of step (plain / with unrolled rows) by torch's FLOP counter on
+an extra pass over its first batch (`count_flops`): matmuls, convolutions and attention of forward, backward and the unroll's sampling, as
+executed (a masked attention kernel counts its masked entries; the CPU attention kernel is not counted).
+`mfu` = tflops / peak (`TrainConfig.peak_tflops`, or `PEAK_TFLOPS` by device name). All come from step counts
+and the clock at log time, where the loop syncs anyway; with DDP they are totals over ranks.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from . import checkpoint as ckpt
 from . import steps
@@ -104,6 +112,19 @@ def make_adamw(params: list, lr: float, wd: float, betas: tuple[float, float], u
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=betas, fused=False)
 
 
+# Dense bf16 peak TFLOP/s by CUDA device name (SXM parts), for MFU when the config gives none.
+PEAK_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("A100", 312.0))
+
+
+def peak_tflops(tc: TrainConfig, device: torch.device) -> float | None:
+    if tc.peak_tflops is not None:
+        return float(tc.peak_tflops)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS if key in name), None)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -158,6 +179,7 @@ class Setup:
     data: ResidentData
     t_start: float
     deadline: float | None  # --max-minutes, on this call's monotonic clock
+    peak_tflops: float | None  # one device's; None: no mfu in the log
 
     @property
     def tc(self) -> TrainConfig:
@@ -190,14 +212,18 @@ class Phase:
     total: int
     live: torch.nn.Module  # the trained part of the model (model.ae or model.dynamics)
     ema: torch.nn.Module  # its EMA twin
-    fwd: torch.nn.Module  # Objective, wrapped by DDP and torch.compile as configured
+    eager: torch.nn.Module  # Objective, wrapped by DDP as configured
+    fwd: torch.nn.Module  # `eager`, compiled when configured
     batch_fn: Callable[[Setup, int], Any]
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
+    frames_per_step: float  # target frames per step on one rank
     bar: Any = None
+    flops: dict[int, float] = field(default_factory=dict)  # model FLOPs of one step, by `step_kind`
     # since the last log line
     acc: dict[str, torch.Tensor] = field(default_factory=dict)
     n: int = 0
+    n_flops: float = 0.0
     t_log: float = 0.0
     t_save: float = 0.0
 
@@ -275,7 +301,8 @@ def setup(cfg: RunConfig, args: TrainArgs) -> Setup:
     data = ResidentData(flat, device, seed=tc.seed * 1000 + info.rank, gpu_resident_frac=tc.gpu_resident_frac, log=log)
     deadline = t_start + args.max_minutes * 60.0 if args.max_minutes else None
     return Setup(cfg=cfg, args=args, info=info, device=device, amp=amp, run_dir=run_dir, log=log, flat=flat,
-                 data_info=data_info, world=world, data=data, t_start=t_start, deadline=deadline)
+                 data_info=data_info, world=world, data=data, t_start=t_start, deadline=deadline,
+                 peak_tflops=peak_tflops(tc, device))
 
 
 def init_run(s: Setup) -> RunState:
@@ -369,17 +396,27 @@ def dyn_phase(s: Setup, run: RunState) -> Phase:
                       tc.dyn_steps, tc.dyn_lr, tc.dyn_weight_decay, tc.dyn_warmup_steps)
 
 
+def target_frames_per_step(tc: TrainConfig, model, name: str) -> float:
+    """Frames a step's loss trains on (one rank): the autoencoder's batch; with teacher forcing every window frame
+    but the first; with diffusion forcing the expected target-like share (1 - p_context) of the window."""
+    if name == "ae":
+        return float(tc.ae_batch_size)
+    dyn = model.config.dynamics
+    if dyn.objective == "teacher_forcing":
+        return float(tc.dyn_batch_size * (tc.dyn_window - 1))
+    return tc.dyn_batch_size * tc.dyn_window * (1.0 - dyn.p_context)
+
+
 def make_phase(s: Setup, run: RunState, name: str, live, ema, objective, batch_fn,
                total: int, lr: float, wd: float, warmup: int) -> Phase:
     """Wrap the objective (DDP, compile), build AdamW + schedule (restored when resuming this phase)."""
     tc = s.tc
-    fwd = Objective(live, objective)
+    eager = Objective(live, objective)
     if s.info.enabled:
-        fwd = torch.nn.parallel.DistributedDataParallel(
-            fwd, device_ids=[s.device.index] if s.use_cuda else None, find_unused_parameters=False
+        eager = torch.nn.parallel.DistributedDataParallel(
+            eager, device_ids=[s.device.index] if s.use_cuda else None, find_unused_parameters=False
         )
-    if tc.compile and s.use_cuda:
-        fwd = torch.compile(fwd)
+    fwd = torch.compile(eager) if tc.compile and s.use_cuda else eager
     opt = make_adamw([p for p in live.parameters() if p.requires_grad], lr, wd, (tc.adam_beta1, tc.adam_beta2),
                      s.use_cuda)
     s.log(f"phase {name}: AdamW, {'fused' if opt.defaults.get('fused') else 'not fused'}")
@@ -394,8 +431,9 @@ def make_phase(s: Setup, run: RunState, name: str, live, ema, objective, batch_f
 
         bar = tqdm(total=total, initial=run.step, desc=name, dynamic_ncols=True, file=sys.stderr)
     now = time.monotonic()
-    return Phase(name=name, total=total, live=live, ema=ema, fwd=fwd, batch_fn=batch_fn, opt=opt, sched=sched,
-                 bar=bar, t_log=now, t_save=now)
+    return Phase(name=name, total=total, live=live, ema=ema, eager=eager, fwd=fwd, batch_fn=batch_fn, opt=opt,
+                 sched=sched, frames_per_step=target_frames_per_step(tc, run.model, name), bar=bar,
+                 t_log=now, t_save=now)
 
 
 # ============================================================================ the loop
@@ -412,7 +450,7 @@ def run_phase(s: Setup, run: RunState, ph: Phase) -> bool:
             ph.n += 1
             now = time.monotonic()
             if log_due(s.tc, run.step, ph, now):
-                log_metrics(s, run, ph, now)
+                log_metrics(s, run, ph)
             if ph.bar is not None:
                 ph.bar.update(1)
 
@@ -431,10 +469,31 @@ def run_phase(s: Setup, run: RunState, ph: Phase) -> bool:
             ph.bar.close()
 
 
+def step_kind(batch) -> int:
+    """Steps of one kind cost the same FLOPs: the dynamics' unrolled rows change the cost, nothing else does."""
+    return int(batch["unroll"]) if isinstance(batch, dict) else 0
+
+
+def count_flops(s: Setup, ph: Phase, batch) -> float:
+    """Model FLOPs of a step on `batch`: an extra eager forward + backward under torch's FLOP counter. Its gradients
+    are dropped and the RNGs put back, so the real step computes exactly what it would have (the counter's
+    kernels differ in the last bits, so it cannot count the real step itself)."""
+    with torch.random.fork_rng(devices=[s.device] if s.use_cuda else []), FlopCounterMode(display=False) as counter:
+        with s.amp:
+            loss, _ = ph.eager(batch)
+        loss.backward()
+    ph.opt.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
 def train_step(s: Setup, run: RunState, ph: Phase, batch) -> dict[str, torch.Tensor]:
     """One optimiser step: forward (bf16 autocast on CUDA), backward, clip, AdamW, LR schedule, EMA.
     Returns the step's metrics as device tensors (no host sync)."""
     tc = s.tc
+    kind = step_kind(batch)
+    if kind not in ph.flops:
+        ph.flops[kind] = count_flops(s, ph, batch)
+    ph.n_flops += ph.flops[kind]
     with s.amp:
         loss, metrics = ph.fwd(batch)
     ph.opt.zero_grad(set_to_none=True)
@@ -453,16 +512,34 @@ def log_due(tc: TrainConfig, step: int, ph: Phase, now: float) -> bool:
                 or (tc.log_every_seconds and now - ph.t_log >= tc.log_every_seconds) or step == ph.total)
 
 
-def log_metrics(s: Setup, run: RunState, ph: Phase, now: float) -> None:
-    """Average the metrics since the last log (the one host sync, one all_reduce), to TensorBoard and the bar."""
+def log_metrics(s: Setup, run: RunState, ph: Phase) -> None:
+    """Average the metrics since the last log (the one host sync, one all_reduce) and time the steps since then
+    (the clock read after that sync, so queued GPU work is inside); to TensorBoard and the bar or a log line."""
     m = mean_metrics({k: v / ph.n for k, v in ph.acc.items()}, s.info)
+    now = time.monotonic()
+    seconds = max(1e-9, now - ph.t_log)
+    ranks = s.info.world_size
     m["lr"] = ph.sched.get_last_lr()[0]
-    m["steps_per_s"] = ph.n / max(1e-9, now - ph.t_log)
+    m["steps_per_s"] = ph.n / seconds
+    m["frames_per_s"] = ph.n * ph.frames_per_step * ranks / seconds
+    m["tflops"] = ph.n_flops * ranks / seconds / 1e12
+    if s.peak_tflops:
+        m["mfu"] = m["tflops"] / (s.peak_tflops * ranks)
     run.last_metrics[ph.name] = m
     s.log.scalars(m, run.step, ph.name)
     if ph.bar is not None:
-        ph.bar.set_postfix(loss=f"{m['loss']:.4f}", sps=f"{m['steps_per_s']:.1f}")
-    ph.acc, ph.n, ph.t_log = {}, 0, now
+        ph.bar.set_postfix(loss=f"{m['loss']:.4f}", sps=f"{m['steps_per_s']:.1f}", fps=f"{m['frames_per_s']:.0f}",
+                           **({"mfu": f"{m['mfu']:.1%}"} if "mfu" in m else {}))
+    else:
+        s.log(log_line(ph.name, run.step, ph.total, m))
+    ph.acc, ph.n, ph.n_flops, ph.t_log = {}, 0, 0.0, now
+
+
+def log_line(phase: str, step: int, total: int, m: dict[str, float]) -> str:
+    """`dyn 120/30000 loss=0.4132 <model metrics> lr=0.0003 steps_per_s=12.3 frames_per_s=5904 tflops=85.2 mfu=8.6%`"""
+    rate = ("lr", "steps_per_s", "frames_per_s", "tflops", "mfu")
+    keys = ["loss"] + [k for k in m if k != "loss" and k not in rate] + [k for k in rate if k in m]
+    return f"{phase} {step}/{total} " + " ".join(f"{k}={m[k]:.1%}" if k == "mfu" else f"{k}={m[k]:.4g}" for k in keys)
 
 
 def stop_or_save_due(s: Setup, step: int, ph: Phase, now: float) -> tuple[bool, bool]:
