@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # ============================================================================ data + config helpers
 
 
-def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0, move: int = 3, size: int = 8) -> Path:
+def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0, move: int = 3, size: int = 8,
+                 reward: float = 4.0) -> Path:
     """doom-takecover-shaped (64x64, 3 discrete actions) data: a bright square of `size` px moved `move` px
-    left / right by the actions (the third action keeps it still)."""
+    left / right by the actions (the third action keeps it still); every step's reward is `reward`."""
     from odyssey_gym.data.dataset import DatasetWriter, Episode
 
     rng = np.random.default_rng(seed)
@@ -41,7 +43,7 @@ def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0,
                 frames[i, 28:28 + size, x:x + size] = 255
             term = np.zeros(length, bool)
             term[-1] = e % 2 == 0
-            w.add_episode(Episode(frames, acts.astype(np.int64), np.full(length, 4.0, np.float32), term,
+            w.add_episode(Episode(frames, acts.astype(np.int64), np.full(length, reward, np.float32), term,
                                   ~term & (np.arange(length) == length - 1), seed=seed * 100 + e))
     return path
 
@@ -215,6 +217,28 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
     for key in ("model", "ema"):
         for k, v in ref_state[key].items():
             assert torch.equal(v, state[key][k]), f"{key}.{k} differs after kill + resume"
+
+
+def test_non_finite_loss_stops_the_run_by_name_and_writes_nothing(tmp_path, capsys):
+    """NaN rewards: the autoencoder trains (it never reads them), the first dynamics step's loss is NaN."""
+    data = make_dataset(tmp_path / "nan-rewards", reward=float("nan"))
+    cfg = write_config(tmp_path / "c.yaml")
+    out, exp = tmp_path / "run", tmp_path / "export"
+    assert run_inproc(cfg, data, out, "--export", exp) == 2
+    err = capsys.readouterr().err
+    good = ckpt.checkpoint_dir(out) / f"ckpt-{30:09d}.pt"  # written when the autoencoder finished, before dynamics
+    assert "non-finite" in err and "phase dyn at step 1/40" in err and f"newest good checkpoint is {good}" in err, err
+    assert ckpt.list_checkpoints(out)[-1] == good and not exp.exists()  # nothing written after the NaN
+    state = torch.load(good, weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # the guard also reads the weights themselves before writing anything
+    from odyssey_gym.train import trainer
+
+    with pytest.raises(trainer.NonFiniteError, match="EMA weights hold non-finite values.*no checkpoint was written"):
+        run = trainer.RunState(model=torch.nn.Linear(2, 2), ema=torch.nn.Linear(2, 2), phase="dyn", step=3,
+                               latent_stats=None, last_metrics={}, seconds_before=0.0)
+        run.ema.weight.data[0, 0] = float("inf")
+        trainer.check_finite(SimpleNamespace(info=trainer.DistInfo()), run, weights=True)
 
 
 class _OpensAFile:

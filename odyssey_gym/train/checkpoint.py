@@ -48,8 +48,6 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-
-
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """torch.save to a temp file beside `path`, fsync, then os.replace (atomic on POSIX)."""
     path = Path(path)
@@ -71,10 +69,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def checkpoint_path(run_dir: str | Path, global_step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"ckpt-{int(global_step):09d}.pt"
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int = 2) -> Path:
     """Write `state` as the checkpoint for `state['global_step']`; delete all but the newest `keep`."""
     d = checkpoint_dir(run_dir)
-    path = d / f"ckpt-{int(state['global_step']):09d}.pt"
+    path = checkpoint_path(run_dir, state["global_step"])
     state = {"format_version": FORMAT_VERSION, **state}
     atomic_torch_save(state, path)
     for old in list_checkpoints(run_dir)[:-keep]:

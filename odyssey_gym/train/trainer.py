@@ -11,6 +11,10 @@ an extra pass over its first batch (`count_flops`): matmuls, convolutions and at
 executed (a masked attention kernel counts its masked entries; the CPU attention kernel is not counted).
 `mfu` = tflops / peak (`TrainConfig.peak_tflops`, or `PEAK_TFLOPS` by device name). All come from step counts
 and the clock at log time, where the loop syncs anyway; with DDP they are totals over ranks.
+
+A loss or gradient norm that turns NaN/inf sets a flag on the device (no sync per step); it is read at the log,
+save and phase-end boundaries, which sync anyway, and before any checkpoint or export the weights are checked too.
+So a diverged run stops with `NonFiniteError` and never writes non-finite weights.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import checkpoint as ckpt
 from . import steps
 from .config import RunConfig, TrainConfig
-from .dist import DistInfo, any_flag, barrier, gather_objects, init_distributed, mean_metrics, shutdown_distributed
+from .dist import (DistInfo, barrier, gather_objects, init_distributed, mean_metrics, min_over_ranks, rank0_flags,
+                   shutdown_distributed)
 from .resident import ResidentData
 
 
@@ -56,6 +61,10 @@ class TrainArgs:
 
 class TrainingError(RuntimeError):
     pass
+
+
+class NonFiniteError(TrainingError):
+    """The loss, a gradient norm or a weight became NaN/inf; the message names the phase, step and last good checkpoint."""
 
 
 class Objective(torch.nn.Module):
@@ -202,6 +211,7 @@ class RunState:
     last_metrics: dict[str, dict[str, float]]
     seconds_before: float  # training time of earlier calls (a resumed run continues the count)
     resumed: dict[str, Any] | None = None  # the checkpoint resumed from, until its phase's optimiser takes its state
+    checkpoint: Path | None = None  # the newest checkpoint written or resumed from (all were checked finite)
 
 
 @dataclass
@@ -220,6 +230,7 @@ class Phase:
     frames_per_step: float  # target frames per step on one rank
     bar: Any = None
     flops: dict[int, float] = field(default_factory=dict)  # model FLOPs of one step, by `step_kind`
+    nonfinite_at: torch.Tensor | None = None  # device int64: first step with a non-finite loss/grad norm, else NEVER
     # since the last log line
     acc: dict[str, torch.Tensor] = field(default_factory=dict)
     n: int = 0
@@ -341,6 +352,7 @@ def resume(s: Setup, run: RunState) -> None:
     run.seconds_before = float(state.get("train_seconds", 0.0))
     run.last_metrics = dict(state.get("last_metrics", {}))
     run.resumed = state
+    run.checkpoint = path
     rngs = state["rng"]
     if len(rngs) != s.info.world_size:
         s.log(f"warning: checkpoint was written by {len(rngs)} rank(s), now {s.info.world_size}: RNG streams differ")
@@ -433,7 +445,7 @@ def make_phase(s: Setup, run: RunState, name: str, live, ema, objective, batch_f
     now = time.monotonic()
     return Phase(name=name, total=total, live=live, ema=ema, eager=eager, fwd=fwd, batch_fn=batch_fn, opt=opt,
                  sched=sched, frames_per_step=target_frames_per_step(tc, run.model, name), bar=bar,
-                 t_log=now, t_save=now)
+                 nonfinite_at=torch.tensor(NEVER, device=s.device), t_log=now, t_save=now)
 
 
 # ============================================================================ the loop
@@ -448,13 +460,12 @@ def run_phase(s: Setup, run: RunState, ph: Phase) -> bool:
             for k, v in metrics.items():
                 ph.acc[k] = ph.acc.get(k, 0) + v.float()
             ph.n += 1
-            now = time.monotonic()
-            if log_due(s.tc, run.step, ph, now):
+            log_due, out_of_time, save_due = boundaries(s, run.step, ph, time.monotonic())
+            if log_due:
                 log_metrics(s, run, ph)
+                check_finite(s, run, ph)
             if ph.bar is not None:
                 ph.bar.update(1)
-
-            out_of_time, save_due = stop_or_save_due(s, run.step, ph, now)
             if out_of_time and run.step < ph.total:
                 save_checkpoint(s, run, ph)
                 s.log(f"time limit reached ({s.args.max_minutes} min) in phase {ph.name} at step {run.step}/{ph.total}; "
@@ -463,6 +474,7 @@ def run_phase(s: Setup, run: RunState, ph: Phase) -> bool:
             if save_due and run.step < ph.total:
                 save_checkpoint(s, run, ph)
                 ph.t_save = time.monotonic()
+        check_finite(s, run, ph)
         return True
     finally:
         if ph.bar is not None:
@@ -498,18 +510,29 @@ def train_step(s: Setup, run: RunState, ph: Phase, batch) -> dict[str, torch.Ten
         loss, metrics = ph.fwd(batch)
     ph.opt.zero_grad(set_to_none=True)
     loss.backward()
+    finite = torch.isfinite(loss.detach())
     if tc.grad_clip > 0:
         metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(ph.live.parameters(), tc.grad_clip)
+        finite &= torch.isfinite(metrics["grad_norm"])
     ph.opt.step()
     ph.sched.step()
     ema_update(ph.ema, ph.live, ema_decay_at(run.step, tc))
     run.step += 1
+    ph.nonfinite_at = torch.minimum(ph.nonfinite_at, torch.where(finite, NEVER, run.step))
     return {"loss": loss.detach(), **{k: v.detach() for k, v in metrics.items()}}
 
 
-def log_due(tc: TrainConfig, step: int, ph: Phase, now: float) -> bool:
-    return bool((tc.log_every_steps and step % tc.log_every_steps == 0)
-                or (tc.log_every_seconds and now - ph.t_log >= tc.log_every_seconds) or step == ph.total)
+def boundaries(s: Setup, step: int, ph: Phase, now: float) -> tuple[bool, bool, bool]:
+    """(log, out of time, save) after `step`: rank 0's clock decides the timed ones, all ranks agree (one tiny
+    all_reduce under DDP)."""
+    tc = s.tc
+    log_due = bool((tc.log_every_steps and step % tc.log_every_steps == 0)
+                   or (tc.log_every_seconds and now - ph.t_log >= tc.log_every_seconds) or step == ph.total)
+    out_of_time = s.deadline is not None and now >= s.deadline
+    save_due = bool((tc.save_every_steps and step % tc.save_every_steps == 0)
+                    or (tc.save_every_seconds and now - ph.t_save >= tc.save_every_seconds))
+    log_due, out_of_time, save_due = rank0_flags([log_due, out_of_time, save_due], s.info, s.device)
+    return log_due, out_of_time, save_due
 
 
 def log_metrics(s: Setup, run: RunState, ph: Phase) -> None:
@@ -542,16 +565,31 @@ def log_line(phase: str, step: int, total: int, m: dict[str, float]) -> str:
     return f"{phase} {step}/{total} " + " ".join(f"{k}={m[k]:.1%}" if k == "mfu" else f"{k}={m[k]:.4g}" for k in keys)
 
 
-def stop_or_save_due(s: Setup, step: int, ph: Phase, now: float) -> tuple[bool, bool]:
-    """Time limit and save triggers: rank 0's clock decides, all ranks agree (one tiny all_reduce each)."""
-    tc = s.tc
-    out_of_time = s.deadline is not None and now >= s.deadline
-    save_due = bool((tc.save_every_steps and step % tc.save_every_steps == 0)
-                    or (tc.save_every_seconds and now - ph.t_save >= tc.save_every_seconds))
-    if s.info.enabled:
-        out_of_time = any_flag(out_of_time and s.info.is_main, s.info, s.device)
-        save_due = any_flag(save_due and s.info.is_main, s.info, s.device)
-    return out_of_time, save_due
+NEVER = 2**62  # `Phase.nonfinite_at` while every step was finite
+
+
+def check_finite(s: Setup, run: RunState, ph: Phase | None = None, weights: bool = False) -> None:
+    """Raise NonFiniteError if a step of `ph` had a non-finite loss or gradient norm, or (weights=True) if the model
+    or its EMA holds a non-finite value. A host sync: called only where the loop syncs anyway."""
+    if ph is not None:
+        at = min_over_ranks(ph.nonfinite_at, s.info)
+        if at != NEVER:
+            raise NonFiniteError(f"the loss or gradient norm became non-finite (NaN/inf) in phase {ph.name} at step "
+                                 f"{at}/{ph.total}{stopped(run)}")
+    if weights:
+        for name, module in (("model", run.model), ("EMA", run.ema)):
+            finite = torch.stack([torch.isfinite(t).all() for t in module.state_dict().values()
+                                  if t.is_floating_point()]).all()
+            if min_over_ranks(finite, s.info) == 0:
+                raise NonFiniteError(f"the {name} weights hold non-finite values (NaN/inf) in phase {run.phase} at "
+                                     f"step {run.step}{stopped(run)}")
+
+
+def stopped(run: RunState) -> str:
+    """The end of a NonFiniteError message: what was kept and how to go on."""
+    good = f"the newest good checkpoint is {run.checkpoint}" if run.checkpoint else "no checkpoint was written yet"
+    return (f"; stopped without saving or exporting these weights, {good}. Look for NaN/inf in the data "
+            f"(rewards, actions) or lower the learning rate, then resume with --resume or start a new run")
 
 
 # ============================================================================ between phases, checkpoints, export
@@ -583,16 +621,18 @@ def encode_latents(s: Setup, run: RunState) -> None:
 
 
 def save_checkpoint(s: Setup, run: RunState, ph: Phase | None = None) -> None:
-    """All ranks call it (RNG states are gathered); rank 0 writes. `ph`: the phase whose optimiser to keep."""
+    """All ranks call it (RNG states are gathered); rank 0 writes. `ph`: the phase whose optimiser to keep.
+    Refuses (NonFiniteError) to write non-finite weights."""
+    check_finite(s, run, ph, weights=True)
     rng = gather_objects(ckpt.get_rng_state({"data": s.data.gen}), s.info)
+    ae_total = s.tc.ae_steps
+    global_step = {"ae": 0, "dyn": ae_total, "done": ae_total + 1}[run.phase] + run.step
     if s.info.is_main:
-        ae_total = s.tc.ae_steps
         path = ckpt.save_checkpoint(
             s.run_dir,
             {
                 "config": s.cfg.to_dict(), "config_flat": s.cfg.flat(), "config_hash": s.cfg.hash(),
-                "world": s.world.name, "phase": run.phase, "step": run.step,
-                "global_step": {"ae": 0, "dyn": ae_total, "done": ae_total + 1}[run.phase] + run.step,
+                "world": s.world.name, "phase": run.phase, "step": run.step, "global_step": global_step,
                 "model": run.model.state_dict(), "ema": run.ema.state_dict(),
                 "optimizer": ph.opt.state_dict() if ph else None, "scheduler": ph.sched.state_dict() if ph else None,
                 "latent_stats": run.latent_stats, "rng": rng, "world_size": s.info.world_size,
@@ -602,10 +642,13 @@ def save_checkpoint(s: Setup, run: RunState, ph: Phase | None = None) -> None:
         )
         s.log(f"checkpoint {path}")
     barrier(s.info)
+    run.checkpoint = ckpt.checkpoint_path(s.run_dir, global_step)
 
 
 def export(s: Setup, run: RunState, partial_step: int | None = None) -> None:
     """With --export: EMA weights, start bank and the campaign log (rank 0). `partial_step`: a time-limited stop."""
+    if s.args.export:
+        check_finite(s, run, weights=True)
     if s.args.export and s.info.is_main:
         steps.export(run.model, run.ema, s.world, s.data, s.flat, s.data_info, s.args.export, s.tc, run.last_metrics,
                      train_seconds(s, run), s.log, init_from=s.args.init_from, config_name=Path(s.cfg.source).name,
