@@ -1,20 +1,10 @@
 """The training loop, top to bottom: autoencoder phase, encode once, dynamics phase (+ unroll), export.
 
-Run it with `odyssey-gym train` (see `cli.py`), single-process or under `torchrun`.
-Every hyperparameter lives in `TrainConfig` (YAML `train:`); the model's own config in YAML `model:`.
-`train()` is the whole run in order. What never changes during a run sits in `Setup`, what the loop
-changes in `RunState` (a checkpoint is that state written down), one phase's optimiser and meters in `Phase`.
-
-Throughput in the log: `frames_per_s` counts the frames the loss trains on (see `target_frames_per_step`), `tflops`
-the model FLOPs of a step, counted once per kind of step (plain / with unrolled rows) by torch's FLOP counter on
-an extra pass over its first batch (`count_flops`): matmuls, convolutions and attention of forward, backward and the unroll's sampling, as
-executed (a masked attention kernel counts its masked entries; the CPU attention kernel is not counted).
-`mfu` = tflops / peak (`TrainConfig.peak_tflops`, or `PEAK_TFLOPS` by device name). All come from step counts
-and the clock at log time, where the loop syncs anyway; with DDP they are totals over ranks.
-
-A loss or gradient norm that turns NaN/inf sets a flag on the device (no sync per step); it is read at the log,
-save and phase-end boundaries, which sync anyway, and before any checkpoint or export the weights are checked too.
-So a diverged run stops with `NonFiniteError` and never writes non-finite weights.
+Run it with `odyssey-gym train` (see `cli.py`), single-process or under `torchrun`. Every hyperparameter lives in
+`TrainConfig` (YAML `train:`); the model's own config in YAML `model:`. `train()` is the run in order: `Setup` holds
+what never changes, `RunState` what the loop changes (a checkpoint writes it down), `Phase` one phase's optimiser
+and meters. The host waits for the device only at log and save boundaries, so throughput (`log_metrics`) and the
+non-finite guard (`check_finite`) are read there, never per step.
 """
 
 from __future__ import annotations
@@ -212,6 +202,9 @@ class RunState:
     seconds_before: float  # training time of earlier calls (a resumed run continues the count)
     resumed: dict[str, Any] | None = None  # the checkpoint resumed from, until its phase's optimiser takes its state
     checkpoint: Path | None = None  # the newest checkpoint written or resumed from (all were checked finite)
+
+
+NEVER = 2**62  # `Phase.nonfinite_at` while every step was finite
 
 
 @dataclass
@@ -487,9 +480,10 @@ def step_kind(batch) -> int:
 
 
 def count_flops(s: Setup, ph: Phase, batch) -> float:
-    """Model FLOPs of a step on `batch`: an extra eager forward + backward under torch's FLOP counter. Its gradients
-    are dropped and the RNGs put back, so the real step computes exactly what it would have (the counter's
-    kernels differ in the last bits, so it cannot count the real step itself)."""
+    """Model FLOPs of a step on `batch`, by torch's FLOP counter on an extra eager forward + backward: matmuls,
+    convolutions and attention as executed (masked attention entries too; the CPU attention kernel is not
+    counted), the unroll's sampling included, the optimiser not. Its gradients are dropped and the RNGs put back,
+    so the real step computes exactly what it would have (under the counter the kernels differ in the last bits)."""
     with torch.random.fork_rng(devices=[s.device] if s.use_cuda else []), FlopCounterMode(display=False) as counter:
         with s.amp:
             loss, _ = ph.eager(batch)
@@ -537,7 +531,8 @@ def boundaries(s: Setup, step: int, ph: Phase, now: float) -> tuple[bool, bool, 
 
 def log_metrics(s: Setup, run: RunState, ph: Phase) -> None:
     """Average the metrics since the last log (the one host sync, one all_reduce) and time the steps since then
-    (the clock read after that sync, so queued GPU work is inside); to TensorBoard and the bar or a log line."""
+    (the clock read after that sync, so queued GPU work is inside); to TensorBoard and the bar or a log line.
+    frames_per_s, tflops: totals over ranks; mfu = tflops / (peak of one device * ranks)."""
     m = mean_metrics({k: v / ph.n for k, v in ph.acc.items()}, s.info)
     now = time.monotonic()
     seconds = max(1e-9, now - ph.t_log)
@@ -563,9 +558,6 @@ def log_line(phase: str, step: int, total: int, m: dict[str, float]) -> str:
     rate = ("lr", "steps_per_s", "frames_per_s", "tflops", "mfu")
     keys = ["loss"] + [k for k in m if k != "loss" and k not in rate] + [k for k in rate if k in m]
     return f"{phase} {step}/{total} " + " ".join(f"{k}={m[k]:.1%}" if k == "mfu" else f"{k}={m[k]:.4g}" for k in keys)
-
-
-NEVER = 2**62  # `Phase.nonfinite_at` while every step was finite
 
 
 def check_finite(s: Setup, run: RunState, ph: Phase | None = None, weights: bool = False) -> None:
