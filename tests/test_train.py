@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # ============================================================================ data + config helpers
 
 
-def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0, move: int = 3, size: int = 8) -> Path:
+def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0, move: int = 3, size: int = 8,
+                 reward: float = 4.0) -> Path:
     """doom-takecover-shaped (64x64, 3 discrete actions) data: a bright square of `size` px moved `move` px
-    left / right by the actions (the third action keeps it still)."""
+    left / right by the actions (the third action keeps it still); every step's reward is `reward`."""
     from odyssey_gym.data.dataset import DatasetWriter, Episode
 
     rng = np.random.default_rng(seed)
@@ -41,7 +43,7 @@ def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0,
                 frames[i, 28:28 + size, x:x + size] = 255
             term = np.zeros(length, bool)
             term[-1] = e % 2 == 0
-            w.add_episode(Episode(frames, acts.astype(np.int64), np.full(length, 4.0, np.float32), term,
+            w.add_episode(Episode(frames, acts.astype(np.int64), np.full(length, reward, np.float32), term,
                                   ~term & (np.arange(length) == length - 1), seed=seed * 100 + e))
     return path
 
@@ -81,7 +83,7 @@ def run_inproc(cfg_path, data, out, *extra, monkeypatch=None):
 
 def final_state(out: Path) -> dict:
     path = ckpt.list_checkpoints(out)[-1]
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)  # checkpoints hold tensors and plain values only
 
 
 # ============================================================================ tests
@@ -101,6 +103,11 @@ def test_config_errors_are_clear(tmp_path):
     bad.write_text("train:\n  ae_lr: fast\n")
     with pytest.raises(ConfigError, match="train.ae_lr must be float"):
         load_config(bad)
+    bad.write_text("train:\n  peak_tflops: fast\n")
+    with pytest.raises(ConfigError, match="train.peak_tflops must be a number or null"):
+        load_config(bad)
+    bad.write_text("train:\n  peak_tflops: 989\n")
+    assert load_config(bad).train.peak_tflops == 989.0
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
     # shipped configs load
@@ -122,7 +129,7 @@ def test_cli_errors(tmp_path, dataset, capsys, monkeypatch):
 
 
 def test_train_loss_down_resume_checks_and_export(tmp_path, dataset, capsys, monkeypatch):
-    cfg = write_config(tmp_path / "c.yaml")
+    cfg = write_config(tmp_path / "c.yaml", peak_tflops=0.05)  # a peak given in the config counts on any device
     out = tmp_path / "run"
     exp = tmp_path / "export"
     assert run_inproc(cfg, dataset, out, "--export", exp, monkeypatch=monkeypatch) == 0
@@ -135,6 +142,18 @@ def test_train_loss_down_resume_checks_and_export(tmp_path, dataset, capsys, mon
     for tag in ("ae/loss", "dyn/loss"):
         vals = [e.value for e in ea.Scalars(tag)]
         assert len(vals) >= 3 and vals[-1] < vals[0], (tag, vals)
+    # throughput: log lines and scalars; tflops / mfu agree with the peak
+    import re
+
+    line = re.search(r"^dyn 40/40 loss=\S+ .*lr=\S+ steps_per_s=\S+ frames_per_s=(\S+) tflops=(\S+) mfu=(\S+)%$", err, re.M)
+    assert line, err
+    frames, tflops, mfu = map(float, line.groups())
+    assert frames > 0 and tflops > 0 and mfu == pytest.approx(100 * tflops / 0.05, rel=0.01)
+    for tag in ("ae/frames_per_s", "ae/tflops", "ae/mfu", "dyn/frames_per_s", "dyn/tflops", "dyn/mfu"):
+        assert all(e.value > 0 for e in ea.Scalars(tag)), tag
+    steps_per_s = [e.value for e in ea.Scalars("dyn/steps_per_s")]
+    fps = [e.value for e in ea.Scalars("dyn/frames_per_s")]
+    assert fps == pytest.approx([8 * (6 - 1) * v for v in steps_per_s])  # teacher forcing: every frame but the first
     assert len(ckpt.list_checkpoints(out)) == 2  # keep the last 2
     # export loads
     from odyssey_gym.model import WorldModel
@@ -187,7 +206,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
     p.wait()
     assert killed, "the run finished before it could be killed: " + p.stderr.read().decode()[-2000:]
     last = ckpt.list_checkpoints(out)[-1]
-    assert "done" != torch.load(last, weights_only=False)["phase"]
+    assert "done" != torch.load(last, weights_only=True)["phase"]
 
     r = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -198,6 +217,58 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
     for key in ("model", "ema"):
         for k, v in ref_state[key].items():
             assert torch.equal(v, state[key][k]), f"{key}.{k} differs after kill + resume"
+
+
+def test_non_finite_loss_stops_the_run_by_name_and_writes_nothing(tmp_path, capsys):
+    """NaN rewards: the autoencoder trains (it never reads them), the first dynamics step's loss is NaN."""
+    data = make_dataset(tmp_path / "nan-rewards", reward=float("nan"))
+    cfg = write_config(tmp_path / "c.yaml")
+    out, exp = tmp_path / "run", tmp_path / "export"
+    assert run_inproc(cfg, data, out, "--export", exp) == 2
+    err = capsys.readouterr().err
+    good = ckpt.checkpoint_dir(out) / f"ckpt-{30:09d}.pt"  # written when the autoencoder finished, before dynamics
+    assert "non-finite" in err and "phase dyn at step 1/40" in err and f"newest good checkpoint is {good}" in err, err
+    assert ckpt.list_checkpoints(out)[-1] == good and not exp.exists()  # nothing written after the NaN
+    state = torch.load(good, weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # the guard also reads the weights themselves before writing anything
+    from odyssey_gym.train import trainer
+
+    with pytest.raises(trainer.NonFiniteError, match="EMA weights hold non-finite values.*no checkpoint was written"):
+        run = trainer.RunState(model=torch.nn.Linear(2, 2), ema=torch.nn.Linear(2, 2), phase="dyn", step=3,
+                               latent_stats=None, last_metrics={}, seconds_before=0.0)
+        run.ema.weight.data[0, 0] = float("inf")
+        trainer.check_finite(SimpleNamespace(info=trainer.DistInfo()), run, weights=True)
+
+
+class _OpensAFile:
+    """Unpickling this creates a file: what reading a checkpoint must never do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_unsafe_or_old_checkpoint_is_refused_by_name(tmp_path, dataset, capsys):
+    cfg = write_config(tmp_path / "c.yaml")
+    marker = tmp_path / "code-ran"
+    cases = {  # name: (file content, the global the error names)
+        "code": ({"format_version": ckpt.FORMAT_VERSION, "payload": _OpensAFile(marker)}, "open"),
+        "old": ({"format_version": 1, "rng": [{"numpy": np.random.get_state()}]}, "numpy"),  # RNG state as numpy
+    }
+    for name, (state, global_name) in cases.items():
+        out = tmp_path / name
+        path = ckpt.checkpoint_dir(out) / "ckpt-000000010.pt"
+        path.parent.mkdir(parents=True)
+        torch.save(state, path)
+        assert run_inproc(cfg, dataset, out, "--resume") == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and "weights-only load refuses" in err and "--init-from" in err, err
+        assert global_name in err.split("refuses")[0] and not marker.exists(), err
+    torch.load(ckpt.checkpoint_dir(tmp_path / "code") / "ckpt-000000010.pt", weights_only=False)
+    assert marker.exists()  # the file was hostile indeed: a full unpickle runs it
 
 
 @pytest.mark.parametrize("objective", ["teacher_forcing", "diffusion_forcing"])
@@ -235,6 +306,12 @@ def test_campaign_legs_append_to_the_summary(dataset, tmp_path):
     assert run_inproc(cfg, dataset, tmp_path / "r1", "--export", a) == 0
     cfg2 = write_config(tmp_path / "c2.yaml", ae_steps=0, dyn_steps=10)
     assert run_inproc(cfg2, dataset, tmp_path / "r2", "--phase", "dyn", "--init-from", a, "--export", b) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(tmp_path / "r1" / "tb"))
+    ea.Reload()
+    tags = ea.Tags()["scalars"]
+    assert "dyn/tflops" in tags and not any(t.endswith("/mfu") for t in tags)  # CPU, no peak given: no mfu
     s1, s2 = load_summary(a), load_summary(b)
     assert [leg["leg"] for leg in s2["legs"]] == [1, 2] and s2["legs"][0] == s1["legs"][0]
     assert s2["legs"][1]["steps"] == {"ae": 0, "dyn": 10} and s2["legs"][1]["init_from"] == "weights"
@@ -259,3 +336,38 @@ def test_old_single_run_summary_upgrades_to_legs(tmp_path):
     (tmp_path / "train_summary.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         load_summary(tmp_path)
+
+
+def test_adamw_is_fused_on_cuda_and_falls_back(monkeypatch):
+    from odyssey_gym.train import trainer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert trainer.make_adamw(params, 1e-3, 0.0, (0.9, 0.99), use_cuda=False).defaults["fused"] is False
+    real = torch.optim.AdamW
+
+    def no_fused_kernel(*a, fused=None, **kw):  # a torch (or a parameter) without the fused kernel
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(*a, fused=fused, **kw)
+
+    signature = trainer.inspect.signature(real)
+    monkeypatch.setattr(trainer.inspect, "signature", lambda f: signature)
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused_kernel)
+    assert trainer.make_adamw(params, 1e-3, 0.0, (0.9, 0.99), use_cuda=True).defaults["fused"] is False
+    monkeypatch.setattr(torch.optim, "AdamW", real)
+    if torch.cuda.is_available():
+        cuda_params = [torch.nn.Parameter(torch.zeros(3, device="cuda"))]
+        assert trainer.make_adamw(cuda_params, 1e-3, 0.0, (0.9, 0.99), use_cuda=True).defaults["fused"] is True
+
+
+def test_peak_tflops_from_the_config_or_the_device_name(monkeypatch):
+    from odyssey_gym.train.config import TrainConfig
+    from odyssey_gym.train.trainer import peak_tflops
+
+    cuda = torch.device("cuda", 0)
+    assert peak_tflops(TrainConfig(), torch.device("cpu")) is None
+    assert peak_tflops(TrainConfig(peak_tflops=123.0), cuda) == 123.0
+    for name, peak in (("NVIDIA H200", 989.0), ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0),
+                       ("Tesla T4", None)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
+        assert peak_tflops(TrainConfig(), cuda) == peak, name

@@ -3,6 +3,8 @@
 A checkpoint is one `torch.save` file `RUN/checkpoints/ckpt-<global step>.pt` holding model, EMA,
 optimizer and scheduler state, the phase and step, latent statistics, every RNG state (python, numpy,
 torch CPU, CUDA, the data sampler's generator; one set per DDP rank) and the config with its hash.
+Everything in it is tensors and plain Python values, so it loads with `torch.load(weights_only=True)`:
+reading a checkpoint never unpickles arbitrary objects (which could run code).
 
 Writes go to a temp file in the same directory, are fsynced, then `os.replace`d into place, so a run
 killed at any moment leaves either the old or the new file, never half of one.
@@ -11,6 +13,7 @@ killed at any moment leaves either the old or the new file, never half of one.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import sys
@@ -24,7 +27,7 @@ import torch
 from .config import RunConfig, diff_configs
 from ..fsutil import fsync_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: RNG states as tensors and plain values (weights-only loadable)
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
 
 
@@ -43,8 +46,6 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
     return [p for _, p in sorted(found)]
-
-
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
@@ -68,10 +69,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def checkpoint_path(run_dir: str | Path, global_step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"ckpt-{int(global_step):09d}.pt"
+
+
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int = 2) -> Path:
     """Write `state` as the checkpoint for `state['global_step']`; delete all but the newest `keep`."""
     d = checkpoint_dir(run_dir)
-    path = d / f"ckpt-{int(state['global_step']):09d}.pt"
+    path = checkpoint_path(run_dir, state["global_step"])
     state = {"format_version": FORMAT_VERSION, **state}
     atomic_torch_save(state, path)
     for old in list_checkpoints(run_dir)[:-keep]:
@@ -89,10 +94,22 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int = 2) -
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file missing: {path}") from None
-    except Exception as e:  # truncated zip, pickle errors, ...
+    except pickle.UnpicklingError as e:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe:
+            raise CheckpointError(
+                f"checkpoint file {path} holds a pickled Python object ({unsafe.group(1)}) that a weights-only load "
+                f"refuses; it was not unpickled, since that could run code. Files from odyssey-gym before checkpoint "
+                f"format {FORMAT_VERSION} are like this: start a new run (--out elsewhere), or continue from exported "
+                f"weights with --init-from"
+            ) from None
+        why = re.search(r"WeightsUnpickler error: \s*(.+)", str(e))
+        raise CheckpointError(f"checkpoint file is corrupt or unreadable: {path} "
+                              f"({why.group(1).strip() if why else type(e).__name__})") from None
+    except Exception as e:  # truncated zip, ...
         raise CheckpointError(f"checkpoint file is corrupt or unreadable: {path} ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
@@ -152,19 +169,24 @@ def check_config(state: dict[str, Any], config: RunConfig, path: Path | str) -> 
 
 
 def get_rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+    """Every RNG's state as tensors and plain values (what a weights-only load accepts)."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
         "generators": {k: g.get_state() for k, g in (generators or {}).items()},
     }
-    return state
 
 
 def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         cuda = state["cuda"]

@@ -31,8 +31,13 @@ RESUME_MUTABLE = frozenset(
         "train.compile",
         "train.start_bank_size",
         "train.eval_batches",
+        "train.peak_tflops",
     }
 )
+
+
+# TrainConfig fields that are a float or None.
+OPTIONAL_FLOATS = frozenset({"peak_tflops"})
 
 
 class ConfigError(ValueError):
@@ -93,6 +98,10 @@ class TrainConfig:
     # --- residency: keep frames/latents on the GPU when they take at most this fraction of its memory
     gpu_resident_frac: float = 0.35
 
+    # --- MFU in the log: the accelerator's peak TFLOP/s (None: looked up from the CUDA device name, bf16 dense;
+    # an unknown device or the CPU logs no mfu)
+    peak_tflops: float | None = None
+
     def validate(self, where: str = "config") -> None:
         def need(cond: bool, key: str, msg: str) -> None:
             if not cond:
@@ -112,6 +121,7 @@ class TrainConfig:
         need(self.lr_schedule in ("cosine", "constant"), "lr_schedule", "must be 'cosine' or 'constant'")
         need(0.0 <= self.min_lr_frac <= 1.0, "min_lr_frac", "must lie in [0, 1]")
         need(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables clipping)")
+        need(self.peak_tflops is None or self.peak_tflops > 0, "peak_tflops", "must be > 0 (or absent: looked up)")
 
 
 @dataclass
@@ -177,7 +187,11 @@ def from_dict(d: dict[str, Any], source: str = "<dict>") -> RunConfig:
     for k, v in train_d.items():
         default = getattr(TrainConfig(), k)
         try:
-            if isinstance(default, bool):
+            if k in OPTIONAL_FLOATS:
+                if isinstance(v, bool) or not (v is None or isinstance(v, (int, float, str))):
+                    raise TypeError
+                kw[k] = None if v is None else float(v)
+            elif isinstance(default, bool):
                 if not isinstance(v, bool):
                     raise TypeError
                 kw[k] = v
@@ -192,7 +206,8 @@ def from_dict(d: dict[str, Any], source: str = "<dict>") -> RunConfig:
             else:
                 kw[k] = type(default)(v)
         except (TypeError, ValueError):
-            raise ConfigError(f"{source}: train.{k} must be {type(default).__name__}, got {v!r}") from None
+            kind = "a number or null" if k in OPTIONAL_FLOATS else type(default).__name__
+            raise ConfigError(f"{source}: train.{k} must be {kind}, got {v!r}") from None
     train = TrainConfig(**kw)
     train.validate(source)
     return RunConfig(world=world, model=dict(model), train=train, source=source)

@@ -60,13 +60,22 @@ def mean_metrics(metrics: dict[str, torch.Tensor], info: DistInfo) -> dict[str, 
     return dict(zip(keys, vec.tolist()))
 
 
-def any_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank when the flag is set on any rank (rank 0's clock decides time limits)."""
+def rank0_flags(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
+    """Rank 0's flags on every rank (its clock decides time limits and timed saves/logs): one all_reduce."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return list(flags)
+    t = torch.tensor([1.0 if (f and info.is_main) else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return [bool(v > 0) for v in t.tolist()]
+
+
+def min_over_ranks(value: torch.Tensor, info: DistInfo) -> int:
+    """The smallest of every rank's integer scalar tensor, as a python int (a host sync)."""
+    t = value.detach().reshape(1).to(torch.int64)
+    if info.enabled:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 
 def gather_objects(obj, info: DistInfo) -> list:
