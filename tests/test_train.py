@@ -219,9 +219,19 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, dataset, monkeypatch):
             assert torch.equal(v, state[key][k]), f"{key}.{k} differs after kill + resume"
 
 
-def test_non_finite_loss_stops_the_run_by_name_and_writes_nothing(tmp_path, capsys):
-    """NaN rewards: the autoencoder trains (it never reads them), the first dynamics step's loss is NaN."""
-    data = make_dataset(tmp_path / "nan-rewards", reward=float("nan"))
+def test_non_finite_loss_stops_the_run_by_name_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """The autoencoder trains, then the first dynamics step's loss is NaN (a dataset holding NaN is refused
+    before training; here the dynamics loss itself goes non-finite, as a diverging run's would)."""
+    from odyssey_gym.model.dynamics import Dynamics
+
+    real_loss = Dynamics.loss
+
+    def nan_loss(self, *a, **kw):
+        loss, metrics = real_loss(self, *a, **kw)
+        return loss * float("nan"), metrics
+
+    monkeypatch.setattr(Dynamics, "loss", nan_loss)
+    data = make_dataset(tmp_path / "data")
     cfg = write_config(tmp_path / "c.yaml")
     out, exp = tmp_path / "run", tmp_path / "export"
     assert run_inproc(cfg, data, out, "--export", exp) == 2
