@@ -1,4 +1,4 @@
-"""`odyssey-gym collect | train | leg | play | record | bench | eval | train-probe`.
+"""`odyssey-gym collect | train | leg | play | record | bench | eval | train-probe | card`.
 
 Each subcommand lives beside the layer it drives, as a module with
 `add_arguments(parser)` and `run(args) -> int`; imports are lazy so `--help` is instant
@@ -20,6 +20,7 @@ COMMANDS = {
     "bench": ("odyssey_gym.eval.bench", "measure speed: world model vs the real engine, written to BENCHMARKS.md"),
     "eval": ("odyssey_gym.eval.cli", "measure fidelity, stability and controllability of a world model"),
     "train-probe": ("odyssey_gym.eval.probe_cli", "train the inverse-dynamics probe that eval uses, on real frames only"),
+    "card": ("odyssey_gym.eval.card", "write a weights folder's MODEL_CARD.md from its campaign log and an eval report"),
 }
 
 
