@@ -10,7 +10,7 @@ Each round r:
   4. fine-tune the dynamics on the base data plus every round's recordings (`odyssey-gym train --phase dyn
      --init-from` world model r), giving world model r+1.
 Every stage is one of the repo's own commands, run as a subprocess. OUT/loop.json records each finished
-stage, so a rerun (after a cut-off GPU call, say) continues where it stopped.
+stage, so a rerun (after a job hit its time limit, say) continues where it stopped.
 """
 
 from __future__ import annotations

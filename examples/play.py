@@ -4,11 +4,12 @@
 """
 
 import argparse
+import sys
 
 import gymnasium as gym
 
 import odyssey_gym  # registers the env ids
-from odyssey_gym.play.keyboard import NoDisplayError, play_keyboard
+from odyssey_gym.play.keyboard import NoDisplayError, check_display, play_keyboard
 from odyssey_gym.worlds import get_world
 
 p = argparse.ArgumentParser()
@@ -18,8 +19,10 @@ p.add_argument("--weights", default=None)
 p.add_argument("--zoom", type=float, default=4)
 args = p.parse_args()
 
-env = gym.make(get_world(args.world).env_id, device=args.device, weights=args.weights)
 try:
-    play_keyboard(env, zoom=args.zoom)  # arrows/WASD per the world's key map; nothing pressed = noop; Esc quits
-except NoDisplayError as e:
-    print(e)
+    world = get_world(args.world)
+    check_display()  # before loading the model: no window, no point
+    env = gym.make(world.env_id, device=args.device, weights=args.weights)
+except (KeyError, NoDisplayError, FileNotFoundError, ValueError) as e:
+    sys.exit(f"play.py: {e.args[0] if isinstance(e, KeyError) else e}")  # message on stderr, exit status 1
+play_keyboard(env, zoom=args.zoom)  # arrows/WASD per the world's key map; nothing pressed = noop; Esc quits

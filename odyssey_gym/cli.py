@@ -1,4 +1,4 @@
-"""`odyssey-gym collect | train | leg | play | record | bench | eval | train-probe`.
+"""`odyssey-gym collect | train | leg | play | record | bench | eval | train-probe | card`.
 
 Each subcommand lives beside the layer it drives, as a module with
 `add_arguments(parser)` and `run(args) -> int`; imports are lazy so `--help` is instant
@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from odyssey_gym.envs.weights import MissingWeightsError
+
 COMMANDS = {
     "collect": ("odyssey_gym.data.collect_cli", "record episodes from a real engine into a dataset"),
     "train": ("odyssey_gym.train.cli", "train a world model (autoencoder, then dynamics) from a dataset"),
@@ -20,6 +22,7 @@ COMMANDS = {
     "bench": ("odyssey_gym.eval.bench", "measure speed: world model vs the real engine, written to BENCHMARKS.md"),
     "eval": ("odyssey_gym.eval.cli", "measure fidelity, stability and controllability of a world model"),
     "train-probe": ("odyssey_gym.eval.probe_cli", "train the inverse-dynamics probe that eval uses, on real frames only"),
+    "card": ("odyssey_gym.eval.card", "write a weights folder's MODEL_CARD.md from its campaign log and an eval report"),
 }
 
 
@@ -40,6 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown_world(args: argparse.Namespace) -> str | None:
+    """The one-line error for an unknown --world (or a name in bench's --worlds), None when all are known."""
+    from odyssey_gym.worlds import get_world
+
+    names = [args.world] if isinstance(getattr(args, "world", None), str) else []
+    names += [w.strip() for w in (getattr(args, "worlds", None) or "").split(",") if w.strip()]
+    for name in names:
+        try:
+            get_world(name)
+        except KeyError as e:
+            return str(e.args[0])
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,8 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_unavailable", None):
         print(f"odyssey-gym {args._unavailable}: not available in this version", file=sys.stderr)
         return 2
+    unknown = _unknown_world(args)
+    if unknown:
+        print(f"odyssey-gym {args.command}: {unknown}", file=sys.stderr)
+        return 2
     try:
         return int(args._run(args) or 0)
+    except MissingWeightsError as e:
+        print(f"odyssey-gym {args.command}: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

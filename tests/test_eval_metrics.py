@@ -1,4 +1,4 @@
-"""Eval metrics on tiny synthetic worlds where the right answer is known (issue 5).
+"""Eval metrics on tiny synthetic worlds where the right answer is known.
 
 The toy world: 16x16 frames, dim noisy background, a bright 3x3 square; action LEFT moves it 2 px left,
 RIGHT 2 px right, NOOP leaves it (an action that would leave the frame is never drawn). The shuffled world

@@ -82,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         venv = OdysseyVecEnv(world.name, num_envs=args.num_envs, device=args.device, weights=args.weights,
                              sampling_steps=args.sampling_steps)
     except (FileNotFoundError, ValueError) as e:
-        hint = "" if args.weights else " (or pass --weights DIR)"
-        print(f"odyssey-gym record: {e}{hint}", file=sys.stderr)
+        print(f"odyssey-gym record: {e}", file=sys.stderr)
         return 2
     base = venv
     if args.agent in ("random", "sticky"):

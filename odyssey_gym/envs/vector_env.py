@@ -32,6 +32,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from odyssey_gym.envs.weights import shipped_weights
 from odyssey_gym.worlds import WorldSpec, get_world
 
 __all__ = ["WorldModelVectorEnv", "NonFiniteOutputError", "resolve_device", "start_index"]
@@ -103,6 +104,7 @@ def _load_weights(spec: WorldSpec, weights, start_bank):
     from odyssey_gym import model as om
 
     if weights is None:
+        shipped_weights(spec.name)  # or the error that says how to pass weights
         model = om.load(spec, device="cpu")
         bank = start_bank if start_bank is not None else om.load_start_bank(spec.name)
     elif _is_model(weights):

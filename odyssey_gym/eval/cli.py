@@ -53,6 +53,7 @@ def run(args) -> int:
     import torch
 
     from ..data.dataset import open_dataset
+    from ..envs.weights import shipped_weights
     from ..model import Sampler, WorldModel, load
     from ..worlds import get_world
     from .fidelity import autoencoder_psnr, head_accuracy
@@ -60,6 +61,8 @@ def run(args) -> int:
     from .stability import long_rollout
 
     spec = get_world(args.world)
+    if not args.weights:
+        shipped_weights(spec.name)  # or the error that says how to pass weights
     device = _device(args.device)
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
         args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)

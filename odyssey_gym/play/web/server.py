@@ -108,7 +108,7 @@ def encode_chunks(active: list[int], workers: int, min_per_task: int = MIN_FRAME
     """Split the slots to encode over at most `workers` tasks of at least `min_per_task` frames each.
 
     A 120x160 JPEG takes ~0.07 ms, less than handing a task to a thread: one frame per thread made 32 frames
-    cost 3.5 ms against 2.5 ms in one task (2-core dev box, p50 of 30), so threads only pay off past ~32.
+    cost 3.5 ms against 2.5 ms in one task (2-core CPU, p50 of 30), so threads only pay off past ~32.
     """
     n = max(1, min(workers, -(-len(active) // max(1, min_per_task))))
     return [active[k::n] for k in range(n)]
