@@ -89,3 +89,12 @@ def test_example_play_exits_non_zero_on_error():
     assert r.returncode != 0 and UNKNOWN in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = _example("--world", "doom-takecover", SDL_VIDEODRIVER="dummy")  # no window can open here
     assert r.returncode != 0 and "no display" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_cli_makes_openmp_threads_sleep_while_waiting():
+    """Set before torch loads OpenMP: spinning threads hold the cores that other work on the machine needs."""
+    code = "import sys, odyssey_gym.cli, os; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**env, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and r.stdout.strip() == "PASSIVE", r.stderr

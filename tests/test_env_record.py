@@ -72,7 +72,7 @@ def test_record_cli(weights, tmp_path, capsys, agent):
                "--num-envs", "2", "--device", "cpu", "--weights", str(weights), "--seed", "1"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert str(out) in printed and "steps/s" in printed
+    assert f"video: {out.resolve()}" in printed and "batched steps/s" in printed and "sampling steps per frame" in printed
     n, shape = n_frames(out)
     assert n == 16 and shape[:2] == (64, 128)
 

@@ -1,6 +1,6 @@
 """`odyssey-gym record`: run an agent in a world model and write an MP4.
 
-    odyssey-gym record --world doom-explore --steps 300 --out episode.mp4
+    odyssey-gym record --world doom-explore --steps 100 --out episode.mp4
     odyssey-gym record --world doom-takecover --agent ppo_takecover.zip --num-envs 4 --out tiled.mp4
 """
 
@@ -66,8 +66,11 @@ def _sb3_agent(path: str, venv):
 
 
 def run(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    import torch
+
     from odyssey_gym.envs.agents import make_agent
-    from odyssey_gym.envs.sb3 import OdysseyVecEnv
+    from odyssey_gym.envs.vector_env import WorldModelVectorEnv
     from odyssey_gym.worlds import get_world
 
     world = get_world(args.world)
@@ -78,39 +81,62 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".mp4":
         print(f"--out must end in .mp4, got {args.out!r}", file=sys.stderr)
         return 2
+    builtin = args.agent in ("random", "sticky")
+    if not builtin and not (Path(args.agent).exists() or args.agent.endswith(".zip")):
+        print(f"unknown agent {args.agent!r}: use 'sticky', 'random' or a path to an SB3 .zip", file=sys.stderr)
+        return 2
     try:
-        venv = OdysseyVecEnv(world.name, num_envs=args.num_envs, device=args.device, weights=args.weights,
-                             sampling_steps=args.sampling_steps)
+        if builtin:  # the vector env itself: SB3 is neither needed nor imported
+            venv = WorldModelVectorEnv(world, num_envs=args.num_envs, device=args.device, weights=args.weights,
+                                       sampling_steps=args.sampling_steps)
+        else:
+            from odyssey_gym.envs.sb3 import OdysseyVecEnv
+
+            base = OdysseyVecEnv(world.name, num_envs=args.num_envs, device=args.device, weights=args.weights,
+                                 sampling_steps=args.sampling_steps)
+            venv = base.venv
     except (FileNotFoundError, ValueError) as e:
         print(f"odyssey-gym record: {e}", file=sys.stderr)
         return 2
-    base = venv
-    if args.agent in ("random", "sticky"):
-        agent, env = make_agent(args.agent, world, args.num_envs, seed=args.seed), venv
-    elif Path(args.agent).exists() or args.agent.endswith(".zip"):
-        agent, env = _sb3_agent(args.agent, venv)
-    else:
-        print(f"unknown agent {args.agent!r}: use 'sticky', 'random' or a path to an SB3 .zip", file=sys.stderr)
-        return 2
 
-    env.seed(args.seed)
-    obs = env.reset()
-    frames = [tile(np.stack(base.get_images()))]
-    t_env = 0.0
-    for _ in range(args.steps):
-        action = agent(obs)
-        t0 = time.perf_counter()
-        obs, _, _, _ = env.step(action)
-        t_env += time.perf_counter() - t0
-        frames.append(tile(np.stack(base.get_images())))
-    env.close()
+    if builtin:
+        agent = make_agent(args.agent, world, args.num_envs, seed=args.seed)
+
+        def reset():
+            return venv.reset(seed=args.seed)[0]
+
+        def step(obs):
+            return venv.step(agent(obs))[0]
+    else:
+        agent, env = _sb3_agent(args.agent, base)
+        env.seed(args.seed)
+
+        def reset():
+            return env.reset()
+
+        def step(obs):
+            return env.step(agent(obs))[0]
+
+    frames = []
+    with torch.inference_mode():
+        obs = reset()
+        frames.append(tile(np.stack(venv.render())))
+        t_env = 0.0
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            obs = step(obs)
+            t_env += time.perf_counter() - t0
+            frames.append(tile(np.stack(venv.render())))
+    sampling_steps = venv.sampler.sampling_steps
+    venv.close()
 
     from odyssey_gym.video import write_mp4
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(out, frames, fps=args.fps or base.metadata["render_fps"])
-    sps = args.steps * args.num_envs / max(t_env, 1e-9)
-    print(str(out))
-    print(f"{args.steps} steps x {args.num_envs} envs on {base.venv.device}: {sps:.1f} env steps/s "
-          f"({args.steps / max(t_env, 1e-9):.1f} batched steps/s)")
+    write_mp4(out, frames, fps=args.fps or venv.metadata["render_fps"])
+    sps = args.steps / max(t_env, 1e-9)
+    print(f"{args.steps} steps x {args.num_envs} envs on {venv.device}: {sps * args.num_envs:.1f} env steps/s "
+          f"({sps:.1f} batched steps/s, {sampling_steps} sampling steps per frame); "
+          f"{time.perf_counter() - t_start:.1f} s in all")
+    print(f"video: {out.resolve()}")
     return 0

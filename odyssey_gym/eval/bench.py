@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_WORLDS = "doom-explore,doom-takecover"
+MAIN_JOB = ["record", "--world", "doom-explore", "--steps", "100"]  # the README's quick start, less its --out
 DEFAULT_NUM_ENVS = "1,16,64,256,1024"
 
 
@@ -63,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="BENCHMARKS.md", help="markdown file to write the section into (default BENCHMARKS.md)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
     p.add_argument("--main-job", action="store_true",
-                   help="also time the README main job: odyssey-gym record --world doom-explore --steps 300")
+                   help=f"also time the README main job: odyssey-gym {' '.join(MAIN_JOB)}")
 
 
 # ---------------------------------------------------------------------------------------------- machine
@@ -260,8 +261,7 @@ def engine_speed(world: str, workers: int, seconds: float) -> dict:
 def main_job(weights_root: str | None, device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "main_job.mp4"
-        cmd = [sys.executable, "-m", "odyssey_gym.cli", "record", "--world", "doom-explore", "--steps", "300",
-               "--out", str(out)]
+        cmd = [sys.executable, "-m", "odyssey_gym.cli", *MAIN_JOB, "--out", str(out)]
         if device != "auto":
             cmd += ["--device", device]
         if weights_root:
@@ -269,7 +269,7 @@ def main_job(weights_root: str | None, device: str) -> dict:
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
-        res = {"command": "odyssey-gym record --world doom-explore --steps 300 --out <tmp>.mp4"
+        res = {"command": f"odyssey-gym {' '.join(MAIN_JOB)} --out <tmp>.mp4"
                           + (f" --device {device}" if device != "auto" else "")
                           + (" --weights <weights-root>/doom-explore" if weights_root else ""),
                "wall_s": wall, "returncode": proc.returncode, "mp4_bytes": out.stat().st_size if out.exists() else 0}
