@@ -102,8 +102,7 @@ def main(argv=None) -> int:
         print(f"evaluate: {policy} was trained for {meta['world']!r}, not {args.world!r}", file=sys.stderr)
         return 2
     frame_stack = args.frame_stack or meta.get("frame_stack") or 4
-    from stable_baselines3 import PPO
-
+    from odyssey_gym.data.policies import load_sb3
     from odyssey_gym.envs.sb3 import make_sb3_env
     from odyssey_gym.envs.vector_env import resolve_device
     from odyssey_gym.worlds import get_world
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     env = make_sb3_env(args.world, args.source, num_envs=args.num_envs, seed=args.seed, frame_stack=frame_stack,
                        device=str(device), weights=args.weights)
-    model = PPO.load(policy, device=device)
+    model = load_sb3(str(policy), device=str(device))
     h, w, c = env.observation_space.shape
     if model.observation_space.shape not in ((h, w, c), (c, h, w)):  # SB3 stores image spaces channels-first
         print(f"evaluate: the policy expects observations {model.observation_space.shape}, the env gives "

@@ -108,3 +108,59 @@ def test_sticky_agent_holds_keys():
     assert a.shape == (2,)
     with pytest.raises(ValueError, match="unknown agent"):
         make_agent("smart", "doom-takecover", 1)
+
+
+def test_record_cli_frame_stacked_sb3_agent(weights, tmp_path, capsys):
+    """examples/sb3_ppo.py's policy: CnnPolicy over VecFrameStack(4), which SB3 stores transposed (12, 64, 64)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    from odyssey_gym.cli import main
+    from odyssey_gym.envs.sb3 import OdysseyVecEnv
+
+    venv = VecFrameStack(OdysseyVecEnv("doom-takecover", num_envs=2, weights=weights), 4)
+    model = PPO("CnnPolicy", venv, n_steps=8, batch_size=16, n_epochs=1, device="cpu",
+                policy_kwargs={"features_extractor_kwargs": {"features_dim": 16}})
+    assert model.observation_space.shape == (12, 64, 64)
+    zip_path = tmp_path / "stacked.zip"
+    model.save(zip_path)
+    out = tmp_path / "stacked.mp4"
+    rc = main(["record", "--world", "doom-takecover", "--agent", str(zip_path), "--steps", "5", "--out", str(out),
+               "--device", "cpu", "--weights", str(weights), "--num-envs", "2"])
+    assert rc == 0, capsys.readouterr().err
+    assert n_frames(out)[0] == 6
+
+
+def test_record_cli_refuses_policy_of_another_shape(weights, tmp_path, capsys):
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from odyssey_gym.cli import main
+
+    env = gym.make("CartPole-v1")
+    zip_path = tmp_path / "cartpole.zip"
+    PPO("MlpPolicy", env, n_steps=8, batch_size=8, device="cpu").save(zip_path)
+    rc = main(["record", "--world", "doom-takecover", "--agent", str(zip_path), "--steps", "2",
+               "--out", str(tmp_path / "x.mp4"), "--device", "cpu", "--weights", str(weights)])
+    assert rc == 2
+    assert "observation space" in capsys.readouterr().err
+
+
+def test_sb3_frame_stack_reads_the_policy_space():
+    from types import SimpleNamespace
+
+    from gymnasium import spaces
+
+    from odyssey_gym.data.policies import check_sb3_observations, sb3_frame_stack
+
+    def pol(shape):
+        return SimpleNamespace(observation_space=spaces.Box(0, 255, shape, np.uint8))
+
+    assert sb3_frame_stack(pol((12, 64, 64))) == 4
+    assert sb3_frame_stack(pol((64, 64, 12))) == 4
+    assert sb3_frame_stack(pol((3, 120, 160))) == 1
+    with pytest.raises(ValueError, match="not a stack of RGB"):
+        sb3_frame_stack(pol((4, 64, 64)))
+    assert check_sb3_observations(pol((12, 64, 64)), (64, 64, 3)) == 4
+    with pytest.raises(ValueError, match="another world"):
+        check_sb3_observations(pol((12, 64, 64)), (120, 160, 3))

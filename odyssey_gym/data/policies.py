@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -242,9 +243,7 @@ class SB3Policy(Policy):
     def __init__(self, model, deterministic: bool = False):
         self.model = model
         self.deterministic = deterministic
-        shape = getattr(getattr(model, "observation_space", None), "shape", None) or ()
-        channels = min(shape[0], shape[-1]) if len(shape) == 3 else 3
-        self.stack = channels // 3 if channels % 3 == 0 and channels > 3 else 1
+        self.stack = sb3_frame_stack(model)
         self._frames: list[np.ndarray] = []
 
     def reset(self, obs=None) -> None:
@@ -258,17 +257,54 @@ class SB3Policy(Policy):
         return action
 
 
-def load_sb3(path: str):
-    """Load an SB3 model zip, trying the common algorithms (the zip does not say which one saved it)."""
+SB3_ALGORITHMS = ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG")
+
+
+def load_sb3(path: str, device: str = "cpu"):
+    """Load an SB3 model zip, trying the common algorithms (the zip does not say which one saved it).
+
+    The one loader behind `record --agent`, `collect --policy` and agents/evaluate.py, so a policy that loads in
+    one loads in all of them."""
     import stable_baselines3 as sb3
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"SB3 model {path!r} does not exist")
     errors = []
-    for name in ("PPO", "A2C", "DQN", "SAC", "TD3", "DDPG"):
+    for name in SB3_ALGORITHMS:
         try:
-            return getattr(sb3, name).load(path, device="cpu")
+            return getattr(sb3, name).load(path, device=device)
         except Exception as e:  # wrong class for this zip
             errors.append(f"{name}: {type(e).__name__}: {e}")
     raise ValueError(f"could not load SB3 model {path!r}:\n  " + "\n  ".join(errors))
+
+
+def sb3_frame_stack(model) -> int:
+    """How many RGB frames an SB3 policy sees at once, read from its own observation space.
+
+    Frames are stacked on the channel axis of HWC observations (VecFrameStack, channels last); SB3's CNN
+    policies store the space transposed to CHW, so the channel count is whichever end axis is smaller:
+    (64, 64, 12) and (12, 64, 64) both mean 4 frames. Anything but 3*k channels is refused."""
+    shape = tuple(getattr(getattr(model, "observation_space", None), "shape", None) or ())
+    if len(shape) != 3:
+        raise ValueError(f"the SB3 policy's observation space has shape {shape}; an image policy needs (H, W, 3k) "
+                         f"or (3k, H, W)")
+    channels = min(shape[0], shape[-1])
+    if channels % 3:
+        raise ValueError(f"the SB3 policy's observation space has shape {shape}: {channels} channels is not a "
+                         f"stack of RGB frames")
+    return channels // 3
+
+
+def check_sb3_observations(model, frame_shape: tuple[int, int, int]) -> int:
+    """The policy's frame stack, after checking that `frame_shape` (H, W, 3) frames stacked that many times are
+    what it was trained on; a clear error otherwise (not a shape error deep inside SB3)."""
+    k = sb3_frame_stack(model)
+    h, w, c = frame_shape
+    want = tuple(model.observation_space.shape)
+    if want not in ((h, w, c * k), (c * k, h, w)):
+        raise ValueError(f"the SB3 policy expects observations of shape {want}, but this world's frames are "
+                         f"{(h, w, c)} (x{k} stacked: {(h, w, c * k)}): was it trained on another world?")
+    return k
 
 
 def as_policy(obj, spec: WorldSpec | None = None, rng=None) -> Policy:
@@ -296,5 +332,7 @@ def make_policy(name: str, spec: WorldSpec, rng=None) -> Policy:
     if name == "random":
         return RandomPolicy(spec, rng)
     if name.endswith(".zip"):
-        return SB3Policy(load_sb3(name))
+        model = load_sb3(name)
+        check_sb3_observations(model, spec.frame_shape)
+        return SB3Policy(model)
     raise ValueError(f"unknown policy {name!r}: use one of {', '.join(POLICY_NAMES)} or a path to an SB3 .zip")

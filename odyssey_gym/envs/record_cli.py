@@ -40,24 +40,16 @@ def tile(frames: np.ndarray) -> np.ndarray:
 
 
 def _sb3_agent(path: str, venv):
-    """Load an SB3 zip (PPO/A2C/DQN); frame-stack when the policy was trained on stacked frames."""
-    import stable_baselines3 as sb3
+    """Load an SB3 zip with the shared loader and stack frames the way the policy was trained (read from its own
+    observation space), so `examples/sb3_ppo.py`'s frame-stacked CNN policy records as it plays."""
     from stable_baselines3.common.vec_env import VecFrameStack
 
-    last = None
-    for algo in ("PPO", "A2C", "DQN"):
-        try:
-            model = getattr(sb3, algo).load(path, device="cpu")
-            break
-        except Exception as e:  # noqa: BLE001 (wrong algorithm class: try the next)
-            last = e
-    else:
-        raise SystemExit(f"could not load SB3 model {path!r}: {last}")
-    shape = model.observation_space.shape
-    c = shape[-1] if shape[-1] % 3 == 0 and shape[-1] <= shape[0] else shape[0]
-    if c > 3:
-        channels_order = "last" if shape[-1] == c else "first"
-        venv = VecFrameStack(venv, c // 3, channels_order=channels_order)
+    from odyssey_gym.data.policies import check_sb3_observations, load_sb3
+
+    model = load_sb3(path)
+    k = check_sb3_observations(model, venv.observation_space.shape)
+    if k > 1:
+        venv = VecFrameStack(venv, k, channels_order="last")
 
     def act(obs):
         return model.predict(obs, deterministic=False)[0]
@@ -108,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
         def step(obs):
             return venv.step(agent(obs))[0]
     else:
-        agent, env = _sb3_agent(args.agent, base)
+        try:
+            agent, env = _sb3_agent(args.agent, base)
+        except (FileNotFoundError, ValueError) as e:
+            base.close()
+            print(f"odyssey-gym record: {e}", file=sys.stderr)
+            return 2
         env.seed(args.seed)
 
         def reset():
