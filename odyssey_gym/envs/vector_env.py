@@ -32,6 +32,8 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from odyssey_gym.envs.checks import (ResetNeeded, check_action_vectors, check_num_envs, check_reset_options,
+                                     check_sampling_steps, discrete_actions, env_seeds, is_int)
 from odyssey_gym.envs.weights import shipped_weights
 from odyssey_gym.worlds import WorldSpec, get_world
 
@@ -180,9 +182,8 @@ class WorldModelVectorEnv(VectorEnv):
     ):
         spec = get_world(world)
         self.world = spec
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        self.num_envs = int(num_envs)
+        self.num_envs = check_num_envs(num_envs)
+        sampling_steps = check_sampling_steps(sampling_steps)
         if backend not in ("numpy", "torch"):
             raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
         self.backend = backend
@@ -379,12 +380,8 @@ class WorldModelVectorEnv(VectorEnv):
         if a.shape != expected:
             raise ValueError(f"expected actions of shape {expected} for {self.action_space}, got shape {a.shape} ({a.dtype})")
         if spec.action_kind == "discrete":
-            if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
-                if np.issubdtype(a.dtype, np.floating) and np.all(np.mod(a, 1) == 0):
-                    a = a.astype(np.int64)
-                else:
-                    raise ValueError(f"expected integer actions for {self.single_action_space}, got dtype {a.dtype}: {a}")
-            bad = (a < 0) | (a >= spec.action_dim)
+            a = discrete_actions(a, spec.action_dim)
+            bad = np.zeros(B, dtype=bool)
         else:
             bad = ~np.isin(a, (0, 1)).all(-1)
         if bad.any():
@@ -433,7 +430,12 @@ class WorldModelVectorEnv(VectorEnv):
             actions = actions.cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
             if actions.ndim >= 1 and actions.shape[-1:] == (spec.action_dim,) and actions.dtype.kind == "f":
                 act = actions.astype(np.float32)  # already model vectors
+                check_action_vectors(act, spec.action_kind)
+            elif spec.action_kind == "discrete":
+                act = spec.action_to_vector(discrete_actions(actions, spec.action_dim, "options['actions']"))
             else:
+                if actions.dtype.kind == "f" and not np.isfinite(actions).all():
+                    raise ValueError("options['actions'] holds NaN or inf")
                 act = spec.action_to_vector(actions)
             if act.ndim == 2:
                 act = np.broadcast_to(act[None], (frames.shape[0], *act.shape))
@@ -457,9 +459,11 @@ class WorldModelVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         """Reset all envs, or the subset `options['reset_mask']`; env i gets seed `seed + i`."""
-        super().reset(seed=seed if isinstance(seed, int) else None)
-        options = dict(options or {})
+        self._check_open("reset")
         B = self.num_envs
+        env_seed = env_seeds(seed, B)
+        options = check_reset_options(options)
+        super().reset(seed=env_seed[0] if env_seed is not None and is_int(seed) else None)
         mask_np = np.ones(B, dtype=bool)
         if "reset_mask" in options:
             m = options.pop("reset_mask")
@@ -479,15 +483,9 @@ class WorldModelVectorEnv(VectorEnv):
         mask = torch.from_numpy(mask_np).to(self.device)
 
         # seeds: env i gets seed + i
-        if seed is not None:
-            if isinstance(seed, (int, np.integer)):
-                seeds = np.arange(B, dtype=np.int64) + int(seed)
-            else:
-                seed = list(seed)
-                if len(seed) != B:
-                    raise ValueError(f"seed must be an int or a list of {B} seeds, got a list of {len(seed)}")
-                rnd = np.random.SeedSequence().generate_state(B, np.uint32).astype(np.int64)
-                seeds = np.array([rnd[i] if s is None else int(s) for i, s in enumerate(seed)], dtype=np.int64)
+        if env_seed is not None:
+            rnd = np.random.SeedSequence().generate_state(B, np.uint32).astype(np.int64)
+            seeds = np.array([rnd[i] if s is None else s for i, s in enumerate(env_seed)], dtype=np.int64)
             st = torch.from_numpy(seeds).to(self.device)
             self._seeds = torch.where(mask, st, self._seeds)
             self._reset_count = torch.where(mask, torch.zeros_like(self._reset_count), self._reset_count)
@@ -501,8 +499,6 @@ class WorldModelVectorEnv(VectorEnv):
             frames, actions = self._context_from_options(options, mask_np)
             self._reset_count += mask.long()
         else:
-            if "actions" in options:
-                raise ValueError("options['actions'] given without options['context']")
             frames, actions = self._bank_context(mask)
         if frames.shape[1] > self.context_length:
             frames, actions = frames[:, -self.context_length:], actions[:, -self.context_length:]
@@ -515,9 +511,14 @@ class WorldModelVectorEnv(VectorEnv):
         self._has_reset = True
         return self._out_obs(), {}
 
+    def _check_open(self, method: str) -> None:
+        if getattr(self, "closed", False):
+            raise RuntimeError(f"{method}() on a closed env: make a new one (close() released its model)")
+
     def step(self, actions):
+        self._check_open("step")
         if not self._has_reset:
-            raise RuntimeError("call reset() before step()")
+            raise ResetNeeded("call reset() before step()")
         act = self._actions_to_vectors(actions)
         frames, reward, term = self._sampler_step(act)
         reward = reward.float()
@@ -644,8 +645,11 @@ class WorldModelVectorEnv(VectorEnv):
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """A tuple of (H, W, 3) uint8 numpy frames, one per env (fresh copies)."""
+        self._check_open("render")
         if self.render_mode is None:
             return None
+        if not self._has_reset:
+            raise ResetNeeded("call reset() before render(): there is no frame yet")
         frames = self._to_host(self._obs)[0]
         return tuple(np.array(f) for f in frames)
 
