@@ -46,7 +46,8 @@ def make_game(weights, max_players=2, record_seconds=10.0, spy=None):
 
         env.reset = reset
     cfg = WebConfig(world="doom-explore", device="cpu", weights=weights, max_players=max_players,
-                    record_seconds=record_seconds, stats_interval_s=0.1, encode_workers=2)
+                    record_seconds=record_seconds, stats_interval_s=0.1, encode_workers=2,
+                    allowed_hosts=("testserver",))  # the host name starlette's TestClient sends
     return GameServer(cfg, env=env)
 
 
@@ -306,6 +307,15 @@ def test_cli_web_builds_config(monkeypatch, capsys):
                  "--device", "cpu"]) == 0
     cfg = seen["cfg"]
     assert (cfg.host, cfg.port, cfg.max_players, cfg.world, cfg.device) == ("127.0.0.1", 8123, 3, "doom-takecover", "cpu")
+    assert cfg.allowed_origins == () and cfg.idle_timeout_s == 120 and cfg.max_per_address == 4
+    seen.clear()
+    assert main(["play", "--web", "--allow-origin", "https://a.example", "--allow-origin", "https://b.example",
+                 "--allow-host", "game.example", "--idle-timeout", "30", "--max-per-address", "2"]) == 0
+    cfg = seen["cfg"]
+    assert cfg.allowed_origins == ("https://a.example", "https://b.example") and cfg.allowed_hosts == ("game.example",)
+    assert (cfg.idle_timeout_s, cfg.max_per_address) == (30, 2)
+    assert main(["play", "--web", "--idle-timeout", "-1"]) == 2
+    assert "idle_timeout_s must be >= 0" in capsys.readouterr().err
     assert main(["play", "--web", "--max-players", "0"]) == 2
     assert "max_players must be >= 1" in capsys.readouterr().err
 

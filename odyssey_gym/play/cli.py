@@ -20,6 +20,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-players", type=int, default=8, help="--web: player slots = envs in the one batch (default 8)")
     p.add_argument("--record-seconds", type=float, default=120.0,
                    help="--web: how much of a session 'record' keeps (default 120; 0 disables)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="--web: a page origin besides the server's own that may open games, e.g. "
+                        "https://play.example.org (repeatable; '*' allows any)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="--web: a Host name to answer besides loopback names when bound to loopback, or the only "
+                        "names to answer when bound publicly (repeatable; '*' allows any)")
+    p.add_argument("--idle-timeout", type=float, default=120.0, metavar="S",
+                   help="--web: free the slot of a player who sends nothing for S seconds (default 120; 0: never)")
+    p.add_argument("--max-per-address", type=int, default=4, metavar="N",
+                   help="--web: players per remote address (default 4; loopback is not capped; 0: no cap)")
     p.add_argument("--allow-dummy", action="store_true", help="run even with SDL's dummy video driver (tests)")
 
 
@@ -59,7 +69,9 @@ def _run_web(args: argparse.Namespace) -> int:
     try:
         config = WebConfig(world=args.world, host=args.host, port=args.port, max_players=args.max_players,
                            device=args.device, weights=args.weights, sampling_steps=args.sampling_steps,
-                           fps=args.fps, record_seconds=args.record_seconds)
+                           fps=args.fps, record_seconds=args.record_seconds,
+                           allowed_origins=tuple(args.allow_origin), allowed_hosts=tuple(args.allow_host),
+                           idle_timeout_s=args.idle_timeout, max_per_address=args.max_per_address)
     except ValueError as e:
         print(f"odyssey-gym play --web: {e}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from odyssey_gym.play.web.guard import ClientLimits, host_allowed, is_loopback, origin_allowed
 from odyssey_gym.play.web.metrics import Timings
 from odyssey_gym.play.web.protocol import CommandMessage, KeyMap, ProtocolError, pack_frame, parse_message
 from odyssey_gym.play.web.recording import SessionRecorder, encode_mp4
@@ -42,6 +43,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 WS_MAX_BYTES = 64 * 1024  # transport ceiling; the app answers anything above 4 KiB with an error
 MAX_BAD_MESSAGES = 200  # a client that keeps sending garbage is disconnected (others are unaffected)
 FULL_CLOSE_CODE = 1013  # "try again later"
+POLICY_CLOSE_CODE = 1008  # refused origin, too many connections from one address, too many bad messages
+IDLE_CLOSE_CODE = 1001  # "going away": a player who sent nothing for idle_timeout_s
 
 
 @dataclass
@@ -58,8 +61,23 @@ class WebConfig:
     encode_workers: int = 0  # 0: min(8, CPUs)
     record_seconds: float = 120.0  # how much of a session "record" can write; 0 disables it
     stats_interval_s: float = 0.5  # how often each player gets a stats message
+    # what clients may do (docs/WEB.md): see odyssey_gym/play/web/guard.py
+    allowed_origins: tuple[str, ...] = ()  # websocket origins besides the server's own page; "*": any
+    allowed_hosts: tuple[str, ...] = ()  # Host names besides loopback ones (when bound to loopback); "*": any
+    idle_timeout_s: float = 120.0  # a player who sends nothing this long gives the slot back; 0: never
+    max_per_address: int = 4  # players from one remote address (loopback is not capped); 0: no cap
+    messages_per_s: float = 120.0  # per player, bursts of twice that; over it, messages are dropped
+    resets_per_s: float = 1.0  # per player (each reset re-runs the context prefill), bursts of 3
+    recordings_per_min: float = 6.0  # per player, bursts of 2
+    header_timeout_s: float = 10.0  # a connection that has not sent its request headers by then is closed
 
     def __post_init__(self):
+        self.allowed_origins = tuple(self.allowed_origins)
+        self.allowed_hosts = tuple(self.allowed_hosts)
+        for name in ("idle_timeout_s", "max_per_address", "messages_per_s", "resets_per_s", "recordings_per_min",
+                     "header_timeout_s", "record_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_players < 1:
             raise ValueError(f"max_players must be >= 1, got {self.max_players}")
         if not 1 <= self.jpeg_quality <= 95:
@@ -73,6 +91,8 @@ class Player:
     id: str
     slot: int
     recorder: SessionRecorder
+    limits: ClientLimits = field(default_factory=lambda: ClientLimits.from_rates(0, 0, 0))  # 0: unlimited
+    address: str = ""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     control: deque = field(default_factory=lambda: deque(maxlen=64))  # JSON text to send, oldest dropped
     latest: tuple[bytes, float] | None = None  # (frame message, tick start time): only the newest is kept
@@ -276,8 +296,21 @@ class GameServer:
     async def handle(self, ws) -> None:
         """One websocket session: join a slot (or be told the server is full), then read key messages."""
         await ws.accept()
+        cfg = self.config
+        address = ws.client.host if ws.client else ""
         p = Player(id=secrets.token_urlsafe(12), slot=-1,
-                   recorder=SessionRecorder(int(self.config.record_seconds * self.fps)))
+                   recorder=SessionRecorder(int(cfg.record_seconds * self.fps)),
+                   limits=ClientLimits.from_rates(cfg.messages_per_s, cfg.resets_per_s, cfg.recordings_per_min),
+                   address=address)
+        same = sum(1 for q in self.players.values() if q.address == address)
+        if cfg.max_per_address and not is_loopback(address) and same >= cfg.max_per_address:
+            try:
+                await ws.send_text(json.dumps({"type": "error", "message": f"at most {cfg.max_per_address} players "
+                                               f"per address; {same} are playing from yours"}))
+                await ws.close(code=POLICY_CLOSE_CODE)
+            except Exception:  # noqa: BLE001 (it left already)
+                pass
+            return
         slot = self.slots.acquire(p)
         if slot is None:
             n = self.config.max_players
@@ -294,15 +327,22 @@ class GameServer:
         sender = asyncio.create_task(self._sender(ws, p))
         self._wake.set()
         try:
+            idle = cfg.idle_timeout_s or None
             while not sender.done():
-                msg = await ws.receive()
+                try:
+                    msg = await asyncio.wait_for(ws.receive(), idle)
+                except asyncio.TimeoutError:
+                    p.say(type="error", message=f"no message for {cfg.idle_timeout_s:g} s: closing to free the slot")
+                    await asyncio.sleep(0.05)
+                    await ws.close(code=IDLE_CLOSE_CODE)
+                    break
                 if msg["type"] == "websocket.disconnect":
                     break
                 self._on_message(p, msg.get("text") if msg.get("text") is not None else msg.get("bytes"))
                 if p.bad_messages > MAX_BAD_MESSAGES:
                     p.say(type="error", message=f"more than {MAX_BAD_MESSAGES} bad messages: closing")
                     await asyncio.sleep(0.05)
-                    await ws.close(code=1008)
+                    await ws.close(code=POLICY_CLOSE_CODE)
                     break
         except Exception as e:  # noqa: BLE001 (a broken socket ends this player only)
             log.debug("player %s: %s", p.id, e)
@@ -319,12 +359,23 @@ class GameServer:
                 pass
 
     def _on_message(self, p: Player, raw) -> None:
+        if not p.limits.messages.allow():  # a flood is dropped here, before parsing; told once per 64
+            p.limits.refused += 1
+            if p.limits.refused % 64 == 1:
+                p.say(type="error", message=f"more than {self.config.messages_per_s:g} messages per second: "
+                                            f"dropping ({p.limits.refused} so far)")
+            return
         try:
             m = parse_message(raw)
             if isinstance(m, CommandMessage):
                 if m.type == "reset":
+                    if not p.limits.resets.allow():
+                        raise ProtocolError(f"too many resets: at most {self.config.resets_per_s:g} per second")
                     self.slots.request_reset(p.slot)
                 else:
+                    if not p.limits.recordings.allow():
+                        raise ProtocolError(f"too many recordings: at most {self.config.recordings_per_min:g} "
+                                            f"per minute")
                     self._start_recording(p)
                 return
             self.slots.set_action(p.slot, self.keymap.action(m.keys), m.seq, time.perf_counter())
@@ -407,14 +458,72 @@ def create_app(game: GameServer):
 
     routes = [Route("/", index), Route("/stats", stats), Route("/record/{player}.mp4", record),
               WebSocketRoute("/ws", game.handle), Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return _Guarded(Starlette(routes=routes, lifespan=lifespan), game.config)
+
+
+class _Guarded:
+    """ASGI middleware: every request must name an allowed Host, and a websocket handshake must come from an
+    allowed Origin (guard.py says which); refused ones get HTTP 400 / a 403 handshake denial."""
+
+    def __init__(self, app, config: WebConfig):
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host")
+        cfg = self.config
+        problem = None
+        if not host_allowed(host, cfg.host, cfg.allowed_hosts):
+            problem = f"host {host!r} is not served here (allowed_hosts)"
+        elif scope["type"] == "websocket" and not origin_allowed(headers.get("origin"), host, cfg.allowed_origins):
+            problem = f"origin {headers.get('origin')!r} may not open a game here (allowed_origins)"
+        if problem is None:
+            return await self.app(scope, receive, send)
+        log.warning("refused %s %s: %s", scope["type"], scope.get("path"), problem)
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            return await send({"type": "websocket.close", "code": POLICY_CLOSE_CODE})
+        body = problem.encode()
+        await send({"type": "http.response.start", "status": 400,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _header_timeout_protocol(seconds: float):
+    """uvicorn's h11 protocol, closing a connection that has not sent complete request headers in `seconds`
+    (uvicorn's own keep-alive timeout starts only after a first response, so a slow-headers client would hold a
+    socket open for as long as it likes)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if seconds > 0:
+                self._header_timer = self.loop.call_later(seconds, self._headers_too_slow)
+
+        def _headers_too_slow(self):
+            # no request began (cycle None) and the transport still speaks HTTP (not upgraded to a websocket)
+            if self.cycle is None and not self.transport.is_closing() and self.transport.get_protocol() is self:
+                self.transport.close()
+
+        def connection_lost(self, exc):
+            timer = getattr(self, "_header_timer", None)
+            if timer is not None:
+                timer.cancel()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11
 
 
 def _uvicorn_server(game: GameServer, host: str, port: int):
     import uvicorn
 
     cfg = uvicorn.Config(create_app(game), host=host, port=port, log_level="warning", lifespan="on",
-                         ws_max_size=WS_MAX_BYTES, ws_per_message_deflate=False)
+                         ws_max_size=WS_MAX_BYTES, ws_per_message_deflate=False,
+                         http=_header_timeout_protocol(game.config.header_timeout_s))
     return uvicorn.Server(cfg)
 
 

@@ -1,0 +1,190 @@
+"""What the browser server refuses: other sites' pages, other host names, floods, idle or too many
+connections, slow headers. Each case is an attack that worked before the guard (guard.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("httpx")
+
+from starlette.testclient import TestClient  # noqa: E402
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
+
+from odyssey_gym.envs.testing import make_tiny_weights  # noqa: E402
+from odyssey_gym.play.web.guard import TokenBucket, host_allowed, origin_allowed  # noqa: E402
+from odyssey_gym.play.web.server import GameServer, WebConfig, create_app, serve_in_thread  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return str(make_tiny_weights("doom-explore", tmp_path_factory.mktemp("tiny_guard"), n_starts=4))
+
+
+def make_game(weights, max_players=2, spy=None, **cfg):
+    from odyssey_gym.envs.vector_env import WorldModelVectorEnv
+
+    env = WorldModelVectorEnv("doom-explore", num_envs=max_players, device="cpu", weights=weights)
+    if spy is not None:
+        orig = env.reset
+
+        def reset(**kw):
+            spy.append(kw.get("options"))
+            return orig(**kw)
+
+        env.reset = reset
+    cfg = {"allowed_hosts": ("testserver",), "stats_interval_s": 0.1, "encode_workers": 1, **cfg}
+    return GameServer(WebConfig(world="doom-explore", device="cpu", weights=weights, max_players=max_players,
+                                **cfg), env=env)
+
+
+def frames_until(ws, n):
+    got = 0
+    texts = []
+    while got < n:
+        m = ws.receive()
+        if m.get("bytes") is not None:
+            got += 1
+        elif m.get("text") is not None:
+            texts.append(json.loads(m["text"]))
+        elif m["type"] == "websocket.close":
+            raise AssertionError(f"closed: {m}")
+    return texts
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://testserver.evil.example",
+                                    "https://127.0.0.1:9"])
+def test_foreign_origins_cannot_open_a_game(weights, origin):
+    game = make_game(weights)
+    with TestClient(create_app(game)) as client:
+        with pytest.raises(WebSocketDisconnect) as e:
+            with client.websocket_connect("/ws", headers={"origin": origin}) as ws:
+                ws.receive_json()
+        assert e.value.code == 1008
+        assert game.slots.count == 0
+        with client.websocket_connect("/ws", headers={"origin": "http://testserver"}) as ws:  # its own page
+            assert ws.receive_json()["type"] == "hello"
+
+
+def test_allowed_origins_option(weights):
+    game = make_game(weights, allowed_origins=("https://play.example.org",))
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws", headers={"origin": "https://play.example.org"}) as ws:
+            assert ws.receive_json()["type"] == "hello"
+
+
+def test_other_host_names_are_refused(weights):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 must not read /stats."""
+    game = make_game(weights)
+    with TestClient(create_app(game)) as client:
+        assert client.get("/stats").status_code == 200
+        r = client.get("/stats", headers={"host": "evil.example"})
+        assert r.status_code == 400 and "allowed_hosts" in r.text
+        assert client.get("/", headers={"host": "evil.example:8000"}).status_code == 400
+
+
+def test_host_and_origin_rules():
+    assert host_allowed("127.0.0.1:8000", "127.0.0.1", ()) and host_allowed("localhost:1", "127.0.0.1", ())
+    assert host_allowed("[::1]:8000", "::1", ())
+    assert not host_allowed("evil.example", "127.0.0.1", ()) and not host_allowed(None, "127.0.0.1", ())
+    assert host_allowed("game.example", "0.0.0.0", ())  # bound publicly: any name unless listed
+    assert not host_allowed("evil.example", "0.0.0.0", ("game.example",))
+    assert host_allowed("anything", "127.0.0.1", ("*",))
+    assert origin_allowed(None, "127.0.0.1:8000", ())  # not a browser
+    assert origin_allowed("http://127.0.0.1:8000", "127.0.0.1:8000", ())
+    assert not origin_allowed("http://127.0.0.1:8001", "127.0.0.1:8000", ())
+    assert not origin_allowed("null", "127.0.0.1:8000", ())
+    assert not origin_allowed("file://", "127.0.0.1:8000", ())
+
+
+def test_token_bucket():
+    b = TokenBucket(rate=2.0, burst=3.0)
+    t = b.stamp
+    assert [b.allow(t) for _ in range(4)] == [True, True, True, False]
+    assert b.allow(t + 0.5) and not b.allow(t + 0.5)
+    assert TokenBucket(0, 1).allow()  # rate 0: no limit
+
+
+def test_floods_resets_and_recordings_are_rate_limited(weights):
+    resets = []
+    game = make_game(weights, spy=resets, messages_per_s=50, resets_per_s=1, recordings_per_min=6,
+                     record_seconds=5.0)
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws") as good, client.websocket_connect("/ws") as bad:
+            good.receive_json(), bad.receive_json()
+            frames_until(bad, 3)
+            t0 = time.monotonic()
+            for i in range(2000):
+                bad.send_text(json.dumps({"type": "keys", "seq": i + 1, "keys": ["w"]}))
+            for _ in range(30):
+                bad.send_text(json.dumps({"type": "reset"}))
+                bad.send_text(json.dumps({"type": "record"}))
+            good.send_text(json.dumps({"type": "keys", "seq": 7, "keys": ["a"]}))
+            frames_until(good, 10)
+            elapsed = time.monotonic() - t0
+            bad_player = next(p for p in game.players.values() if p.slot == 1)
+            # the flood: at most the burst (2 x 50) plus 50/s got through, the rest was dropped unparsed
+            assert bad_player.limits.refused >= 2000 + 60 - (100 + 50 * elapsed) - 1
+            # resets: a burst of 3 plus 1/s, not 30
+            slot1 = [r for r in resets[1:] if r and r["reset_mask"][1]]
+            assert len(slot1) <= 3 + elapsed + 1
+            slots = {s["slot"]: s for s in client.get("/stats").json()["slots"]}
+            assert slots[0]["seq"] == 7  # the good player's keys were applied
+        assert game.step_errors == 0
+
+
+def test_idle_player_gives_the_slot_back(weights):
+    game = make_game(weights, idle_timeout_s=0.5)
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            closed = None
+            for _ in range(2000):
+                m = ws.receive()
+                if m["type"] == "websocket.close":
+                    closed = m
+                    break
+                if m.get("text") and json.loads(m["text"])["type"] == "error":
+                    assert "no message for 0.5 s" in json.loads(m["text"])["message"]
+            assert closed is not None and closed["code"] == 1001
+        for _ in range(100):
+            if game.slots.count == 0:
+                break
+            time.sleep(0.02)
+        assert game.slots.count == 0
+
+
+def test_players_per_address_are_capped(weights):
+    game = make_game(weights, max_players=3, max_per_address=1)  # TestClient's address is "testclient"
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws") as a:
+            assert a.receive_json()["type"] == "hello"
+            with client.websocket_connect("/ws") as b:
+                m = b.receive_json()
+                assert m["type"] == "error" and "at most 1 players per address" in m["message"]
+                assert b.receive()["code"] == 1008
+            assert game.slots.count == 1
+
+
+def test_slow_headers_are_cut_off(weights):
+    game = make_game(weights, header_timeout_s=0.5)
+    srv = serve_in_thread(game)
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(b"GET /stats HTTP/1.1\r\nHo")
+        t0 = time.monotonic()
+        assert s.recv(100) == b""  # closed by the server
+        assert time.monotonic() - t0 < 4
+        s.close()
+        # a whole request on a fresh connection is still served
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(f"GET /stats HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n\r\n".encode())
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+        s.close()
+    finally:
+        srv.stop()
