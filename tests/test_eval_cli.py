@@ -50,7 +50,9 @@ def test_train_probe_then_eval_writes_every_section(real_data, tmp_path):
                "--latency-steps", "3", "--throughput-batch", "2", "--probe-transitions", "16"])
     assert rc == 0
     r = json.loads((out / "report.json").read_text())
-    assert r["probe"]["dir"] == str(w / "probe")  # found beside the weights without --probe
+    assert r["probe"]["dir"] == "w/probe"  # found beside the weights without --probe; named, not a machine path
+    assert r["weights"] == "w" and r["data"]["dirs"] == ["heldout"]
+    assert str(tmp_path) not in (out / "report.json").read_text()
     assert r["controllability"]["transitions"] == 16
     assert 0 <= r["controllability"]["ratio"]["mean"] < 10
     rz = r["stability"]["realism"]

@@ -78,10 +78,10 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {
         "world": spec.name,
-        "weights": str(args.weights or "shipped"),
+        "weights": _name(args.weights) if args.weights else "shipped",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": str(dtype).replace("torch.", ""),
-        "data": {"dirs": args.data, "frames": int(len(flat.frames)), "episodes": int(flat.first.sum()),
+        "data": {"dirs": [_name(d) for d in args.data], "frames": int(len(flat.frames)), "episodes": int(flat.first.sum()),
                  "seeds": sorted({int(e["seed"]) for e in data.episodes})},
         "context_frames": k,
     }
@@ -105,7 +105,7 @@ def run(args) -> int:
         probe = Probe.load(probe_dir, device=device)
         if probe.config.world != spec.name:
             raise SystemExit(f"probe is for world {probe.config.world!r}, not {spec.name!r}")
-        report["probe"] = {"dir": str(probe_dir), "trained_steps": probe.config.trained_steps,
+        report["probe"] = {"dir": _name(probe_dir), "trained_steps": probe.config.trained_steps,
                            "train_transitions": probe.config.train_transitions, **probe.config.extra}
         report["controllability"] = _probe_eval(sampler, flat, k, probe, args.probe_transitions, args.seed)
         save_partial()
@@ -184,6 +184,13 @@ def _fidelity_through_env(spec, model, device, dtype, args, flat, k, horizons):
         return horizon_fidelity(env, flat, k, horizons, args.windows, args.seed)
     finally:
         env.close()
+
+
+def _name(path) -> str:
+    """A folder as a report names it: the last part(s) of its path, never the machine's absolute path (a report
+    is shipped beside the weights; `weights/doom-explore/probe` stays readable as `doom-explore/probe`)."""
+    parts = Path(path).resolve().parts
+    return "/".join(parts[-2:]) if parts[-1] == "probe" else parts[-1]
 
 
 def _contexts_np(flat, k, n, seed):
