@@ -223,3 +223,39 @@ def test_multidataset_counts_and_verifies_across_directories(tmp_path):
     assert md.num_steps == 29 and md.num_frames == 32
     problems = md.verify()
     assert len(problems) == 1 and "rewards must be finite" in str(problems[0]) and str(b) in str(problems[0])
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--chunk-frames", "0"], "--chunk-frames must be >= 1"),
+    (["--chunk-frames", "-3"], "--chunk-frames must be >= 1"),
+    (["--level", "99"], "--level must be a zstd level"),
+    (["--level", "0"], "--level must be a zstd level"),
+    (["--steps", "0"], "--steps must be >= 1"),
+    (["--workers", "0"], "--workers must be >= 1"),
+])
+def test_collect_refuses_bad_arguments_once(tmp_path, capsys, extra, match):
+    from odyssey_gym.cli import main
+
+    args = ["collect", "--world", "doom-takecover", "--steps", "10", "--workers", "2", "--out", str(tmp_path / "d")]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert err.count(match) == 1 and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # refused before anything was written
+
+
+def test_collect_refuses_a_file_as_out(tmp_path, capsys):
+    from odyssey_gym.cli import main
+
+    f = tmp_path / "notes.txt"
+    f.write_text("keep me")
+    assert main(["collect", "--world", "doom-takecover", "--steps", "10", "--out", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err and f.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("seed", ["abc", 1.5, True, [1]])
+def test_a_non_integer_episode_seed_is_refused(takecover, seed):
+    _edit_manifest(takecover, lambda m: m["episodes"][1].update(seed=seed))
+    problems = Dataset(takecover).verify()
+    assert len(problems) == 1 and "seed must be an integer" in str(problems[0]) and "episode 1" in str(problems[0])
+    with pytest.raises(DatasetError, match="seed must be an integer"):
+        WindowSampler(Dataset(takecover), T=4)

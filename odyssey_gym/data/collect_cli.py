@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,9 +21,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after recording, also export the whole dataset to Minari (MINARI_DATASETS_PATH)")
 
 
+ZSTD_LEVELS = (1, 22)  # the levels zstandard compresses at
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The one-line problem with the arguments, checked before any worker starts (so it is said once)."""
+    if args.steps < 1:
+        return f"--steps must be >= 1, got {args.steps}"
+    if args.workers < 1:
+        return f"--workers must be >= 1, got {args.workers}"
+    if args.chunk_frames is not None and args.chunk_frames < 1:
+        return f"--chunk-frames must be >= 1, got {args.chunk_frames}"
+    if args.level is not None and not ZSTD_LEVELS[0] <= args.level <= ZSTD_LEVELS[1]:
+        return f"--level must be a zstd level in [{ZSTD_LEVELS[0]}, {ZSTD_LEVELS[1]}], got {args.level}"
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return f"--out {args.out!r} is a file; give a dataset directory (new, or one to append to)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from .dataset import DEFAULT_CHUNK_FRAMES, DEFAULT_LEVEL, DatasetError
     from .recorder import collect
+
+    problem = check_arguments(args)
+    if problem:
+        print(f"odyssey-gym collect: {problem}", file=sys.stderr)
+        return 2
 
     import signal
 
@@ -31,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = collect(
             args.world, args.out, steps=args.steps, workers=args.workers, seed=args.seed, policy=args.policy,
-            chunk_frames=args.chunk_frames or DEFAULT_CHUNK_FRAMES, level=DEFAULT_LEVEL if args.level is None else args.level,
+            chunk_frames=DEFAULT_CHUNK_FRAMES if args.chunk_frames is None else args.chunk_frames, level=DEFAULT_LEVEL if args.level is None else args.level,
             progress=not args.no_progress,
         )
     except (DatasetError, KeyError, ValueError, FileNotFoundError) as e:

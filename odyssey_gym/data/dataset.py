@@ -520,6 +520,8 @@ def _entry_problem(e) -> str | None:
         return f"dir {e['dir']!r} is not a relative path inside the dataset"
     if not _is_int(e["length"]) or e["length"] < 1:
         return f"length must be a positive integer, got {e['length']!r}"
+    if e.get("seed") is not None and not _is_int(e["seed"]):
+        return f"seed must be an integer (or null), got {e['seed']!r}"
     if not isinstance(e["frames"], list) or not e["frames"]:
         return "'frames' must be a non-empty list of chunks"
     for info in e["frames"]:
