@@ -257,7 +257,7 @@ def _minute_realism(probe, flat, minute_feats, seed, real_frames=4096):
     """Fréchet distance (probe-trunk features) of each minute's rollout frames against held-out real frames.
 
     Also a floor: the same distance between two disjoint random halves of the real frames, each the size of
-    a minute's sample, so a reader sees how far from "indistinguishable" each minute is. Target (DESIGN.md):
+    a minute's sample, so a reader sees how far from "indistinguishable" each minute is. Target:
     minute 5 within 10% of minute 1.
     """
     import numpy as np

@@ -1,4 +1,4 @@
-"""Inverse-dynamics probe: (frame_t, frame_t+1) -> the action that led into frame t+1 (DESIGN.md section 5).
+"""Inverse-dynamics probe: (frame_t, frame_t+1) -> the action that led into frame t+1 (docs/ARCHITECTURE.md, eval/).
 
 Trained on real consecutive frames only, then scored on real and on generated transitions; the ratio of the
 two accuracies is the world model's controllability. The same network's per-frame conv trunk is the fixed

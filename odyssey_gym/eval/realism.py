@@ -1,4 +1,4 @@
-"""Realism: Fréchet distance between feature statistics of two frame sets (DESIGN.md section 5, stability).
+"""Realism: Fréchet distance between feature statistics of two frame sets (docs/ARCHITECTURE.md, eval/).
 
 The feature extractor is the inverse-dynamics probe's per-frame conv trunk (`odyssey_gym.eval.probe`),
 trained on real frames of the world only and shipped beside the weights, so every user gets the same

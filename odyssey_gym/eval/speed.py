@@ -1,4 +1,4 @@
-"""Action-to-frame latency and batched throughput of the sampler, timed the way DESIGN.md asks:
+"""Action-to-frame latency and batched throughput of the sampler, timed so that numbers compare:
 warm up first, CUDA events around each step (host clock after synchronize on CPU), medians and p99.
 """
 

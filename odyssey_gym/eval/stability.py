@@ -1,4 +1,4 @@
-"""Long rollouts: does the world stay a world for 5+ minutes? (DESIGN.md section 5, stability)
+"""Long rollouts: does the world stay a world for 5+ minutes? (docs/ARCHITECTURE.md, eval/)
 
 The statistics accumulate on the device and are read once per minute, so the rollout itself runs
 at full sampler speed.
