@@ -243,7 +243,8 @@ class SB3Policy(Policy):
     def __init__(self, model, deterministic: bool = False):
         self.model = model
         self.deterministic = deterministic
-        self.stack = sb3_frame_stack(model)
+        # an object with only .predict (no observation space to read) sees one frame at a time
+        self.stack = sb3_frame_stack(model) if getattr(model, "observation_space", None) is not None else 1
         self._frames: list[np.ndarray] = []
 
     def reset(self, obs=None) -> None:
