@@ -24,7 +24,7 @@ env_id = get_world(args.world).env_id
 
 # one env, sticky human-like keys; a video per episode
 env = RecordVideo(gym.make(env_id, device=args.device, weights=args.weights, max_episode_steps=args.steps),
-                  args.out_dir, episode_trigger=lambda e: e == 0, name_prefix="single")
+                  f"{args.out_dir}/single", episode_trigger=lambda e: e == 0, name_prefix="single")
 agent = make_agent("sticky", args.world, 1, seed=0)
 obs, _ = env.reset(seed=0)
 done = False
@@ -35,10 +35,11 @@ env.close()
 
 # 4 envs in one batch: gymnasium tiles their render() frames into one video
 envs = VectorRecordVideo(gym.make_vec(env_id, num_envs=4, device=args.device, weights=args.weights),
-                         args.out_dir, step_trigger=lambda s: s == 0, video_length=args.steps, name_prefix="tiled")
+                         f"{args.out_dir}/tiled", step_trigger=lambda s: s == 0, video_length=args.steps,
+                         name_prefix="tiled")  # its own folder: two wrappers sharing one would overwrite each other
 agent = make_agent("sticky", args.world, 4, seed=1)
 obs, _ = envs.reset(seed=0)
 for _ in range(args.steps):
     obs, *_ = envs.step(agent(obs))
 envs.close()
-print(f"videos in {args.out_dir}/")
+print(f"videos in {args.out_dir}/single/ and {args.out_dir}/tiled/")

@@ -309,6 +309,9 @@ def test_cli_web_builds_config(monkeypatch, capsys):
     assert (cfg.host, cfg.port, cfg.max_players, cfg.world, cfg.device) == ("127.0.0.1", 8123, 3, "doom-takecover", "cpu")
     assert cfg.allowed_origins == () and cfg.idle_timeout_s == 120 and cfg.max_per_address == 4
     seen.clear()
+    assert main(["play", "--web", "--device", "cpu"]) == 0
+    assert seen["cfg"].max_players == 1  # on a CPU each slot costs a model step per tick: one by default
+    seen.clear()
     assert main(["play", "--web", "--allow-origin", "https://a.example", "--allow-origin", "https://b.example",
                  "--allow-host", "game.example", "--idle-timeout", "30", "--max-per-address", "2"]) == 0
     cfg = seen["cfg"]
@@ -338,3 +341,31 @@ def test_encode_chunks_keep_small_batches_in_one_task():
     big = encode_chunks(list(range(100)), workers=8)
     assert len(big) == 4 and sorted(i for c in big for i in c) == list(range(100))
     assert len(encode_chunks(list(range(1000)), workers=8)) == 8
+
+
+def test_server_says_when_the_machine_cannot_hold_the_fps(weights, capsys):
+    """8 slots on a CPU gave each player 0.9 fps without a word; now the console is told, once."""
+    import time
+
+    game = make_game(weights, max_players=2)
+    game.fps = 5000.0  # no machine steps a model this fast
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            deadline = time.monotonic() + 30
+            while game.slow_warning is None and time.monotonic() < deadline:
+                next_frame(ws)
+            assert game.slow_warning and "below the world's 5000" in game.slow_warning
+            assert client.get("/stats").json()["slow_warning"] == game.slow_warning
+    assert capsys.readouterr().err.count("use fewer --max-players or a GPU") == 1
+
+
+def test_server_at_its_fps_says_nothing(weights):
+    game = make_game(weights, max_players=1)
+    game.fps = 5.0
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws") as ws:
+            ws.receive_json()
+            for _ in range(14):  # about 2.8 s of ticks at 5 fps
+                next_frame(ws)
+    assert game.slow_warning == ""

@@ -94,6 +94,8 @@ def test_page_streams_frames_and_held_keys_reach_the_env(browser, server):
                                     let lo = 255, hi = 0; for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
                                     return hi - lo; }""")
         assert spread > 10
+        help_text = page.locator("#help").text_content()  # the world's own keys, not a fixed "WASD / arrows"
+        assert "w move forward" in help_text and "WASD" not in help_text
 
         page.keyboard.down("w")
         page.keyboard.down("ArrowLeft")

@@ -6,6 +6,10 @@ import argparse
 import sys
 
 
+WEB_SLOTS_GPU = 8  # default --max-players on a GPU
+WEB_SLOTS_CPU = 1  # on a CPU every slot costs a full model step per tick: one player is what a laptop holds
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world", default="doom-explore", help="world name (default: doom-explore)")
     p.add_argument("--weights", default=None, help="weights dir (default: the shipped weights)")
@@ -17,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web", action="store_true", help="serve the browser page instead of a window")
     p.add_argument("--host", default="127.0.0.1", help="--web: address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="--web: port (default 8000)")
-    p.add_argument("--max-players", type=int, default=8, help="--web: player slots = envs in the one batch (default 8)")
+    p.add_argument("--max-players", type=int, default=None,
+                   help="--web: player slots = envs in the one batch, each stepped every tick "
+                        f"(default {WEB_SLOTS_GPU} on a GPU, {WEB_SLOTS_CPU} on a CPU)")
     p.add_argument("--record-seconds", type=float, default=120.0,
                    help="--web: how much of a session 'record' keeps (default 120; 0 disables)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
@@ -66,8 +72,18 @@ def _run_web(args: argparse.Namespace) -> int:
         return 2
     from odyssey_gym.play.web.server import WebConfig, run_server
 
+    max_players = args.max_players
+    if max_players is None:
+        from odyssey_gym.envs.vector_env import resolve_device
+
+        try:
+            on_gpu = resolve_device(args.device).type == "cuda"
+        except (ValueError, RuntimeError) as e:
+            print(f"odyssey-gym play --web: {e}", file=sys.stderr)
+            return 2
+        max_players = WEB_SLOTS_GPU if on_gpu else WEB_SLOTS_CPU
     try:
-        config = WebConfig(world=args.world, host=args.host, port=args.port, max_players=args.max_players,
+        config = WebConfig(world=args.world, host=args.host, port=args.port, max_players=max_players,
                            device=args.device, weights=args.weights, sampling_steps=args.sampling_steps,
                            fps=args.fps, record_seconds=args.record_seconds,
                            allowed_origins=tuple(args.allow_origin), allowed_hosts=tuple(args.allow_host),

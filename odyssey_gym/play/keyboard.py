@@ -41,10 +41,20 @@ def play_keyboard(env, zoom: float = 4.0, fps: int | None = None, seed: int | No
 
     Nothing pressed sends the world's noop action. Esc or closing the window quits.
     """
-    from gymnasium.utils.play import play
+    import warnings
+
+    import pygame
+
+    with warnings.catch_warnings():
+        # gymnasium.utils.play imports matplotlib's TkAgg backend for its optional PlayPlot, which this window
+        # does not use; without Tk it warns "matplotlib is not installed" even when matplotlib is
+        warnings.filterwarnings("ignore", message=".*matplotlib is not installed.*")
+        from gymnasium.utils.play import play
 
     check_display(allow_dummy=allow_dummy)
     unwrapped = env.unwrapped
+    pygame.display.init()
+    pygame.display.set_caption(f"odyssey-gym: {unwrapped.world.name} (Esc quits)")
     keys = unwrapped.get_keys_to_action()
     noop = unwrapped.world.noop_action()
     play(env, keys_to_action=keys, noop=noop, zoom=zoom, fps=fps or unwrapped.metadata["render_fps"],

@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -44,6 +45,8 @@ WS_MAX_BYTES = 64 * 1024  # transport ceiling; the app answers anything above 4 
 MAX_BAD_MESSAGES = 200  # a client that keeps sending garbage is disconnected (others are unaffected)
 FULL_CLOSE_CODE = 1013  # "try again later"
 POLICY_CLOSE_CODE = 1008  # refused origin, too many connections from one address, too many bad messages
+PACE_WINDOW_S = 2.0  # seconds of ticks with players before the pace is judged
+SLOW_FRACTION = 0.9  # below this share of the world's fps the console is told the machine cannot keep up
 IDLE_CLOSE_CODE = 1001  # "going away": a player who sent nothing for idle_timeout_s
 
 
@@ -157,6 +160,7 @@ class GameServer:
         self.tick = 0
         self.late_ticks = 0
         self.step_errors = 0
+        self.slow_warning: str | None = None  # None: not judged yet; "": fast enough; else what was printed
         self._tick_times: deque[float] = deque(maxlen=max(8, int(2 * self.fps)))
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
@@ -231,6 +235,7 @@ class GameServer:
             if frames is not None:
                 deliver = asyncio.create_task(self._deliver(self.tick, inp, frames, t0))
             self.tick += 1
+            self._check_pace()
             next_t += period
             delay = next_t - time.perf_counter()
             if delay > 0:
@@ -240,6 +245,22 @@ class GameServer:
                 if delay < -period:  # more than a tick behind: drop the debt rather than burst
                     next_t = time.perf_counter()
                 await asyncio.sleep(0)
+
+    def _check_pace(self) -> None:
+        """Say once, on the console, when this machine cannot step every slot at the world's fps (a CPU with 8
+        slots gave each player 0.9 fps, silently): the fix is fewer --max-players or a GPU."""
+        t = self._tick_times
+        if self.slow_warning is not None or len(t) < 8 or t[-1] - t[0] < PACE_WINDOW_S:
+            return
+        fps = self.server_fps()
+        if fps < SLOW_FRACTION * self.fps:
+            self.slow_warning = (f"this machine ({getattr(self.env, 'device', '?')}) steps {self.config.max_players} "
+                                 f"slots at {fps:.1f} fps, below the world's {self.fps:g}: every slot is stepped each "
+                                 f"tick, so use fewer --max-players or a GPU")
+            log.warning(self.slow_warning)
+            print(f"odyssey-gym play --web: {self.slow_warning}", file=sys.stderr, flush=True)
+        else:
+            self.slow_warning = ""
 
     async def _deliver(self, tick: int, inp: TickInput, frames: np.ndarray, t0: float) -> None:
         """Encode the frames of connected players (thread pool) and hand each its newest frame."""
@@ -421,6 +442,7 @@ class GameServer:
                               "seq": int(self.slots.seq[i]), "sent": p.sent, "dropped": p.dropped})
         return {"world": self.world.name, "fps": self.fps, "server_fps": round(self.server_fps(), 2),
                 "tick": self.tick, "late_ticks": self.late_ticks, "step_errors": self.step_errors,
+                "slow_warning": self.slow_warning,
                 "players": self.slots.count, "max_players": self.config.max_players,
                 "device": str(getattr(self.env, "device", "")), "timings": self.timings.summary(), "slots": slots}
 

@@ -40,6 +40,9 @@ function press(name, down) {
 function setupWorld(h) {
   st.hello = h;
   $("world").textContent = h.world;
+  // this world's own keys (take_cover acts on two of them only), from the server's key map
+  const keyHelp = Object.keys(h.keys).map((k) => `${k} ${h.buttons[h.keys[k]].toLowerCase().replace(/_/g, " ")}`);
+  $("help").textContent = `Keys (held): ${keyHelp.join(", ")}. Touch: hold the buttons.`;
   canvas.width = h.frame_size[1];
   canvas.height = h.frame_size[0];
   fitCanvas();
