@@ -1,4 +1,4 @@
-"""`odyssey-gym collect | train | leg | play | record | bench | eval | train-probe | card`.
+"""`odyssey-gym collect | train | leg | play | record | bench | eval | train-probe | card | worlds`.
 
 Each subcommand lives beside the layer it drives, as a module with
 `add_arguments(parser)` and `run(args) -> int`; imports are lazy so `--help` is instant
@@ -29,11 +29,15 @@ COMMANDS = {
     "eval": ("odyssey_gym.eval.cli", "measure fidelity, stability and controllability of a world model"),
     "train-probe": ("odyssey_gym.eval.probe_cli", "train the inverse-dynamics probe that eval uses, on real frames only"),
     "card": ("odyssey_gym.eval.card", "write a weights folder's MODEL_CARD.md from its campaign log and an eval report"),
+    "worlds": ("odyssey_gym.worlds.cli", "list the worlds, their env ids, and whether weights ship for them"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="odyssey-gym", description=__doc__.splitlines()[0])
+    from odyssey_gym import __version__
+
+    parser.add_argument("--version", action="version", version=f"odyssey-gym {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

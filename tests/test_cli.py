@@ -98,3 +98,24 @@ def test_cli_makes_openmp_threads_sleep_while_waiting():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={**env, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0 and r.stdout.strip() == "PASSIVE", r.stderr
+
+
+def test_version_and_worlds(capsys):
+    import json
+
+    import odyssey_gym
+    from odyssey_gym.cli import main
+    from odyssey_gym.model import available_worlds
+    from odyssey_gym.worlds import WORLDS
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"odyssey-gym {odyssey_gym.__version__}"
+    assert main(["worlds"]) == 0
+    out = capsys.readouterr().out
+    for w in WORLDS.values():
+        assert w.name in out and w.env_id in out
+    assert main(["worlds", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["world"] for r in rows} == set(WORLDS)
+    assert {r["world"] for r in rows if r["weights"]} == set(available_worlds()) & set(WORLDS)
