@@ -14,6 +14,8 @@ from gymnasium.error import ResetNeeded as _GymResetNeeded
 
 SEED_MAX = 2**63 - 1  # env i's seed (seed + i) lives in an int64 tensor
 RESET_OPTIONS = ("context", "actions", "reset_mask")
+MAX_NUM_ENVS = 1 << 16  # far past what one GPU holds (1,024 is the goal); a typo of 10**12 must not allocate
+MAX_SAMPLING_STEPS = 1000  # the shipped models take 1-2; a sigma schedule longer than this is a typo
 
 
 class ResetNeeded(_GymResetNeeded, RuntimeError):
@@ -26,17 +28,36 @@ def is_int(x: Any) -> bool:
 
 
 def check_num_envs(num_envs: Any) -> int:
-    if not is_int(num_envs) or num_envs < 1:
-        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    if not is_int(num_envs) or not 1 <= num_envs <= MAX_NUM_ENVS:
+        raise ValueError(f"num_envs must be an int in [1, {MAX_NUM_ENVS}], got {num_envs!r}")
     return int(num_envs)
+
+
+def check_choice(name: str, value: Any, choices: tuple, allow_none: bool = False) -> Any:
+    """One of `choices` (strings), compared without ever truth-testing an array or other junk."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or value not in choices:
+        shown = list(choices) + ([None] if allow_none else [])
+        raise ValueError(f"{name} must be one of {shown}, got {value!r}")
+    return value
+
+
+def check_max_episode_steps(value: Any) -> int | None:
+    """None (the world's limit) or an int >= 0, 0 meaning no limit (the eval runs windows without one)."""
+    if value is None:
+        return None
+    if not is_int(value) or not 0 <= value <= SEED_MAX:
+        raise ValueError(f"max_episode_steps must be None or an int >= 0 (0: no limit), got {value!r}")
+    return int(value)
 
 
 def check_sampling_steps(sampling_steps: Any) -> int | None:
     """None (the model's own count) or an int >= 1; 0 is refused rather than read as "the default"."""
     if sampling_steps is None:
         return None
-    if not is_int(sampling_steps) or sampling_steps < 1:
-        raise ValueError(f"sampling_steps must be None or an int >= 1, got {sampling_steps!r}")
+    if not is_int(sampling_steps) or not 1 <= sampling_steps <= MAX_SAMPLING_STEPS:
+        raise ValueError(f"sampling_steps must be None or an int in [1, {MAX_SAMPLING_STEPS}], got {sampling_steps!r}")
     return int(sampling_steps)
 
 

@@ -32,8 +32,10 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from odyssey_gym.envs.checks import (ResetNeeded, check_action_vectors, check_num_envs, check_reset_options,
-                                     check_sampling_steps, discrete_actions, env_seeds, is_int)
+from odyssey_gym.envs.checks import (ResetNeeded, check_action_vectors, check_choice, check_max_episode_steps,
+                                     check_num_envs, check_reset_options, check_sampling_steps, discrete_actions,
+                                     env_seeds, is_int)
+from odyssey_gym.model.sampler import TERMINATION_MODES
 from odyssey_gym.envs.weights import shipped_weights
 from odyssey_gym.worlds import WorldSpec, get_world
 
@@ -184,12 +186,10 @@ class WorldModelVectorEnv(VectorEnv):
         self.world = spec
         self.num_envs = check_num_envs(num_envs)
         sampling_steps = check_sampling_steps(sampling_steps)
-        if backend not in ("numpy", "torch"):
-            raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
-        self.backend = backend
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be 'rgb_array' (or None), got {render_mode!r}")
-        self.render_mode = render_mode
+        self.backend = check_choice("backend", backend, ("numpy", "torch"))
+        self.render_mode = check_choice("render_mode", render_mode, ("rgb_array",), allow_none=True)
+        termination = check_choice("termination", termination, TERMINATION_MODES)
+        max_episode_steps = check_max_episode_steps(max_episode_steps)
         try:
             self.autoreset_mode = autoreset_mode if isinstance(autoreset_mode, AutoresetMode) else AutoresetMode(autoreset_mode)
         except ValueError:
