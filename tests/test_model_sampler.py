@@ -196,3 +196,40 @@ def test_sampled_termination_follows_the_calibrated_head():
     assert torch.equal(torch.stack([s.step(acts[:, t])[2] for t in range(8)]), outs["sample"])
     with pytest.raises(ValueError, match="termination must be one of"):
         Sampler(model, batch_size=2, device="cpu", termination="always")
+
+
+def test_a_failed_capture_falls_back_to_eager_inside_the_sampler(monkeypatch):
+    """The sampler owns how it runs: a capture that fails leaves it eager, says why once, and steps on with the
+    same results as an eager sampler (the env only reads `mode` / `fallback_error`)."""
+    m = tiny_model()
+    frames, ctx_a, acts = data(2, 3, 4)
+    eager = Sampler(m, batch_size=2, device="cpu")
+    eager.reset(frames, ctx_a, seeds=torch.tensor([1, 2]))
+    ref = run(eager, acts)
+
+    s = Sampler(m, batch_size=2, device="cpu")
+    s._use_graph, s.mode = True, "cuda_graph"  # as configured on a GPU
+
+    def broken_capture():
+        raise RuntimeError("PassManager::run failed")
+
+    monkeypatch.setattr(s, "_capture", broken_capture)
+    s.reset(frames, ctx_a, seeds=torch.tensor([1, 2]))
+    with pytest.warns(RuntimeWarning, match="running eagerly"):
+        got = run(s, acts)
+    assert s.mode == "eager" and "PassManager::run failed" in s.fallback_error
+    assert_match(got, ref)
+    assert s.prepare() == "eager"  # nothing left to capture
+
+
+def test_sampler_flags_nonfinite_latents_per_env():
+    m = tiny_model()
+    frames, ctx_a, acts = data(2, 3, 2)
+    s = Sampler(m, batch_size=2, device="cpu")
+    s.reset(frames, ctx_a, seeds=torch.tensor([1, 2]))
+    s.step(acts[:, 0])
+    assert s.nonfinite.tolist() == [False, False]
+    s.v_cache[:, 1] = float("nan")  # env 1's context went bad
+    with torch.no_grad():
+        s.step(acts[:, 1])
+    assert s.nonfinite.tolist()[1] is True

@@ -23,7 +23,6 @@ device (autoreset without a sync) and gives the same answer on the host.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -223,34 +222,19 @@ class WorldModelVectorEnv(VectorEnv):
         self.dtype = dtype
         if compile is None:
             compile = "graph" if self.device.type == "cuda" else False
-        elif compile:
+        elif compile is not False:
+            if not (compile is True or (isinstance(compile, str) and compile == "graph")):
+                raise ValueError(f"compile must be None, False, True or 'graph', got {compile!r}")
             if self.device.type != "cuda":
                 raise ValueError("compile (torch.compile / CUDA graphs) needs a CUDA device")
-            if compile not in (True, "graph"):
-                raise ValueError(f"compile must be None, False, True or 'graph', got {compile!r}")
         gkw: dict[str, Any] = {}
         if compile:
             # True: torch.compile + CUDA graph; "graph": capture the eager step in a CUDA graph only
             gkw["cuda_graph" if compile == "graph" else "compile"] = True
-        #: how `step` runs: "eager", "cuda_graph" or "compile+cuda_graph"
-        self.step_mode = "eager" if not compile else ("cuda_graph" if compile == "graph" else "compile+cuda_graph")
-        #: the error that made the env fall back to eager (None: no fallback)
-        self.graph_error: str | None = None
-        self._graph_checked = not compile
-        sampler = None
-        if gkw:
-            try:
-                sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, dtype=dtype, **skw, **gkw)
-                # capture now, on the all-zero state: the first reset() overwrites every row, so a failed
-                # capture leaves nothing behind
-                if getattr(sampler, "_use_graph", False) and getattr(sampler, "_graph", None) is None:
-                    with torch.cuda.device(self.device):
-                        sampler._capture()
-            except Exception as e:  # noqa: BLE001 (any capture/compile failure: fall back, loudly)
-                sampler = None
-                self._graph_fallback(e, "construction")
-        if sampler is None:
-            sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, dtype=dtype, **skw)
+        sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, dtype=dtype, **skw, **gkw)
+        # capture now, on the all-zero state: the first reset() overwrites every row. A failed capture or compile
+        # makes the sampler fall back to eager by itself (see `step_mode`, `graph_error`).
+        sampler.prepare()
         self.sampler = sampler
         self.context_length = self.sampler.context_length
 
@@ -294,35 +278,15 @@ class WorldModelVectorEnv(VectorEnv):
             self._done_evt = torch.cuda.Event()
             self._done_evt_valid = False
 
-    def _graph_fallback(self, err: BaseException, when: str) -> None:
-        self.graph_error = f"{type(err).__name__}: {err}"
-        self.step_mode = "eager"
-        self._graph_checked = True
-        if self.device.type == "cuda":
-            try:
-                torch.cuda.synchronize(self.device)
-            except Exception:  # noqa: BLE001 (the context may be poisoned; the eager step will say so)
-                pass
-            torch.cuda.empty_cache()
-        warnings.warn(
-            f"WorldModelVectorEnv: CUDA graph / compile failed at {when} ({self.graph_error}); "
-            f"running eagerly (pass compile=False to silence)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    @property
+    def step_mode(self) -> str:
+        """How `step` runs: "eager", "cuda_graph" or "compile+cuda_graph" (the sampler's own `mode`)."""
+        return self.sampler.mode
 
-    def _sampler_step(self, act: torch.Tensor):
-        if self._graph_checked:
-            return self.sampler.step(act)
-        try:
-            out = self.sampler.step(act)
-        except Exception as e:  # noqa: BLE001 (first graph step failed: fall back, loudly)
-            s = self.sampler
-            s._use_graph, s._graph, s._impl = False, None, s._step_impl
-            self._graph_fallback(e, "first step")
-            return self.sampler.step(act)
-        self._graph_checked = True
-        return out
+    @property
+    def graph_error(self) -> str | None:
+        """Why a requested CUDA graph / compile fell back to eager (None: no fallback)."""
+        return self.sampler.fallback_error
 
     # ------------------------------------------------------------------ public extras
     @property
@@ -520,13 +484,11 @@ class WorldModelVectorEnv(VectorEnv):
         if not self._has_reset:
             raise ResetNeeded("call reset() before step()")
         act = self._actions_to_vectors(actions)
-        frames, reward, term = self._sampler_step(act)
+        frames, reward, term = self.sampler.step(act)
         reward = reward.float()
         term = term.bool()
-        # NaN check: the sampler may expose its own per-env flag; reward is float anyway
-        bad = ~torch.isfinite(reward)
-        # the new frame's latent, before uint8 quantization hides a NaN
-        bad = bad | ~torch.isfinite(self.sampler.last_latent).flatten(1).all(1)
+        # NaN check: the sampler's per-env flag on the new latent (before uint8 quantization hides a NaN)
+        bad = ~torch.isfinite(reward) | self.sampler.nonfinite
         mode = self.autoreset_mode
         info: dict[str, Any] = {}
 

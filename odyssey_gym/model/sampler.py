@@ -17,6 +17,7 @@ the slow reference (`rollout_reference`) reproduces them exactly.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -90,7 +91,11 @@ class Sampler:
 
     State (device tensors, updated in place): k_cache/v_cache (L, B, H, (K+1)*P, hd), ptr, valid, frame_idx,
     seeds (B,), last_latent (B, C, h, w) = the newest frame's normalised latent (where the next frame starts from with
-    start_from="previous").
+    start_from="previous"), nonfinite (B,) bool = the last step's new latent held a NaN/inf (read it lazily: no sync).
+
+    How it runs is its own business: `mode` says what it runs ("eager", "cuda_graph", "compile+cuda_graph");
+    a capture or compile that fails falls back to eager by itself, once, with a RuntimeWarning, and
+    `fallback_error` says why. `prepare()` captures now instead of at the first step.
     """
 
     def __init__(self, model: WorldModel, batch_size: int, device=None, dtype: torch.dtype | None = None,
@@ -128,6 +133,7 @@ class Sampler:
         self.frame_idx = torch.zeros(B, dtype=torch.int64, device=dev)  # frame index since reset: noise counter and RoPE position
         self.seeds = torch.zeros(B, dtype=torch.int64, device=dev)
         self.last_latent = torch.zeros(B, *self.latent_shape, device=dev, dtype=self.dtype)
+        self.nonfinite = torch.zeros(B, dtype=torch.bool, device=dev)
         self._slots = torch.arange(R, device=dev)
         self._sig = [torch.full((B,), s, device=dev) for s in self.sigmas]
         self._sig_ctx = torch.full((B,), self.context_noise, device=dev)
@@ -141,11 +147,14 @@ class Sampler:
             self._impl = torch.compile(self._step_impl, dynamic=False)
         self._use_graph = bool((compile or cuda_graph) and use_cuda)
         self._graph = None
+        self.mode = ("compile+cuda_graph" if compile else "cuda_graph") if self._use_graph else "eager"
+        self.fallback_error: str | None = None  # why a configured graph/compile mode fell back to eager
 
     # -- state
 
     def _state(self) -> list[torch.Tensor]:
-        return [self.k_cache, self.v_cache, self.ptr, self.valid, self.frame_idx, self.seeds, self.last_latent]
+        return [self.k_cache, self.v_cache, self.ptr, self.valid, self.frame_idx, self.seeds, self.last_latent,
+                self.nonfinite]
 
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._state())
@@ -201,29 +210,53 @@ class Sampler:
 
         Returned tensors are fresh (never views of internal buffers)."""
         actions = actions.to(self.device, self.dtype)
+        if self._use_graph and self._graph is None:
+            self.prepare()
         if not self._use_graph:
             return self._impl(actions)
-        if self._graph is None:
-            self._capture()
         self._static_actions.copy_(actions)
         self._graph.replay()
         return tuple(t.clone() for t in self._static_out)
 
+    def prepare(self) -> str:
+        """Capture the CUDA graph (and compile) now, not at the first step; on failure fall back to eager.
+        Returns `mode`. The state is left as it was (the warm-up steps are undone)."""
+        if self._use_graph and self._graph is None:
+            try:
+                with torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext():
+                    self._capture()
+            except Exception as e:  # noqa: BLE001 (any capture/compile failure: run eagerly, loudly)
+                self._fall_back(e)
+        return self.mode
+
+    def _fall_back(self, err: BaseException) -> None:
+        self.fallback_error = f"{type(err).__name__}: {err}"
+        self._use_graph, self._graph, self._impl, self.mode = False, None, self._step_impl, "eager"
+        try:
+            torch.cuda.synchronize(self.device)
+        except Exception:  # noqa: BLE001 (the context may be poisoned; the eager step will say so)
+            pass
+        torch.cuda.empty_cache()
+        warnings.warn(f"Sampler: CUDA graph / compile failed ({self.fallback_error}); running eagerly "
+                      f"(pass compile=False / cuda_graph=False to silence)", RuntimeWarning, stacklevel=3)
+
     def _capture(self) -> None:
         saved = [t.clone() for t in self._state()]
-        self._static_actions = torch.zeros(self.B, self.A, device=self.device, dtype=self.dtype)
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):  # warm up (and compile) outside the graph
-                self._impl(self._static_actions)
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._static_out = self._impl(self._static_actions)
-        for t, v in zip(self._state(), saved):  # undo the warm-up steps
-            t.copy_(v)
-        self._graph = graph
+        try:
+            self._static_actions = torch.zeros(self.B, self.A, device=self.device, dtype=self.dtype)
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(3):  # warm up (and compile) outside the graph
+                    self._impl(self._static_actions)
+            torch.cuda.current_stream().wait_stream(s)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._static_out = self._impl(self._static_actions)
+            self._graph = graph
+        finally:
+            for t, v in zip(self._state(), saved):  # undo the warm-up steps, whether or not the capture worked
+                t.copy_(v)
 
     @torch.no_grad()
     def _step_impl(self, actions: torch.Tensor):
@@ -256,6 +289,7 @@ class Sampler:
         self.valid.copy_((self.valid + 1).clamp_max(self.K))
         self.frame_idx.add_(1)
         self.last_latent.copy_(z0)
+        self.nonfinite.copy_(~torch.isfinite(z0).flatten(1).all(1))
 
         frames = tensor_to_frames(self.model.decode_latents(z0))
         if self.termination == "sample":

@@ -161,6 +161,7 @@ class GameServer:
         self.late_ticks = 0
         self.step_errors = 0
         self.slow_warning: str | None = None  # None: not judged yet; "": fast enough; else what was printed
+        self._pace_start: tuple[float, int] | None = None  # (time, tick) the pace is measured from
         self._tick_times: deque[float] = deque(maxlen=max(8, int(2 * self.fps)))
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
@@ -219,6 +220,7 @@ class GameServer:
                 await self._wake.wait()
                 next_t = time.perf_counter()
                 self._tick_times.clear()
+                self._pace_start = None  # the pace is judged over ticks that serve players only
             t0 = time.perf_counter()
             self._tick_times.append(t0)
             inp = self.slots.take(t0)
@@ -249,10 +251,16 @@ class GameServer:
     def _check_pace(self) -> None:
         """Say once, on the console, when this machine cannot step every slot at the world's fps (a CPU with 8
         slots gave each player 0.9 fps, silently): the fix is fewer --max-players or a GPU."""
-        t = self._tick_times
-        if self.slow_warning is not None or len(t) < 8 or t[-1] - t[0] < PACE_WINDOW_S:
+        if self.slow_warning is not None:
             return
-        fps = self.server_fps()
+        now = time.perf_counter()
+        if self._pace_start is None:
+            self._pace_start = (now, self.tick)
+            return
+        t0, tick0 = self._pace_start
+        if now - t0 < PACE_WINDOW_S:
+            return
+        fps = (self.tick - tick0) / (now - t0)
         if fps < SLOW_FRACTION * self.fps:
             self.slow_warning = (f"this machine ({getattr(self.env, 'device', '?')}) steps {self.config.max_players} "
                                  f"slots at {fps:.1f} fps, below the world's {self.fps:g}: every slot is stepped each "
