@@ -344,7 +344,7 @@ def record_stage(plan: Plan, clock: Clock) -> None:
     for recs, heldout, dirs in ((plan.record, False, plan.train_dirs), (plan.heldout, True, plan.heldout_dirs)):
         for r in recs:
             out = plan.work / "data" / r.dir_name(plan.world, heldout)
-            record_one(plan, r, out, clock)
+            record_one(plan.world, r, out, clock, workers=plan.workers, progress=plan.progress)
             dirs.append(out)
 
 
@@ -355,7 +355,7 @@ def dataset_steps(path: Path) -> int:
     return Dataset(path).num_steps if (path / MANIFEST).is_file() else 0
 
 
-def record_one(plan: Plan, r: Recording, out: Path, clock: Clock) -> None:
+def record_one(world: str, r: Recording, out: Path, clock: Clock, workers: int = 1, progress: bool = True) -> None:
     """Top a dataset up to `r.steps`: a recording cut off earlier keeps its episodes, only the rest is recorded."""
     from ..data.dataset import DatasetError
     from ..data.recorder import collect
@@ -368,8 +368,8 @@ def record_one(plan: Plan, r: Recording, out: Path, clock: Clock) -> None:
         clock("record", f"{out.name}: skipped, holds {have} >= {r.steps} steps")
         return
     try:
-        res = collect(plan.world, out, steps=r.steps - have, workers=plan.workers, seed=r.seed, policy=r.policy,
-                      progress=plan.progress)
+        res = collect(world, out, steps=r.steps - have, workers=workers, seed=r.seed, policy=r.policy,
+                      progress=progress)
     except (DatasetError, ValueError, FileNotFoundError) as e:
         raise StageFailed(f"record {out.name} failed: {e}") from None
     if res.error:
