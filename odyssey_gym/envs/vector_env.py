@@ -344,15 +344,14 @@ class WorldModelVectorEnv(VectorEnv):
         if a.shape != expected:
             raise ValueError(f"expected actions of shape {expected} for {self.action_space}, got shape {a.shape} ({a.dtype})")
         if spec.action_kind == "discrete":
-            a = discrete_actions(a, spec.action_dim)
-            bad = np.zeros(B, dtype=bool)
+            a = discrete_actions(a, spec.action_dim)  # refuses non-integers and out-of-range values by their value
         else:
             bad = ~np.isin(a, (0, 1)).all(-1)
-        if bad.any():
-            idx = np.flatnonzero(bad)
-            raise ValueError(
-                f"actions outside {self.single_action_space} for envs {idx.tolist()}: got {a[idx].tolist()}"
-            )
+            if bad.any():
+                idx = np.flatnonzero(bad)
+                raise ValueError(
+                    f"actions outside {self.single_action_space} for envs {idx.tolist()}: got {a[idx].tolist()}"
+                )
         return torch.from_numpy(spec.action_to_vector(a)).to(self.device, non_blocking=True)
 
     # ------------------------------------------------------------------ reset helpers
