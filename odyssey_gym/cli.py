@@ -25,7 +25,7 @@ COMMANDS = {
     "leg": ("odyssey_gym.train.leg", "one leg of a training campaign: record, eval, train, eval again, log, land"),
     "play": ("odyssey_gym.play.cli", "play a world model with the keyboard (window) or in the browser (--web)"),
     "record": ("odyssey_gym.envs.record_cli", "record an agent acting in a world model to MP4"),
-    "bench": ("odyssey_gym.eval.bench", "measure speed: world model vs the real engine, written to BENCHMARKS.md"),
+    "bench": ("odyssey_gym.eval.bench", "measure speed: world model vs the real engine (--out BENCHMARKS.md to record it)"),
     "eval": ("odyssey_gym.eval.cli", "measure fidelity, stability and controllability of a world model"),
     "train-probe": ("odyssey_gym.eval.probe_cli", "train the inverse-dynamics probe that eval uses, on real frames only"),
     "card": ("odyssey_gym.eval.card", "write a weights folder's MODEL_CARD.md from its campaign log and an eval report"),

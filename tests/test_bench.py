@@ -50,3 +50,16 @@ def test_bench_writes_and_replaces_section(tmp_path):
     assert sorted(heads2) == sorted(heads)  # replaced, not duplicated
     assert text2.count("### doom-takecover") == 1 and "keep me" in text2
     assert not re.search(r"^\| 4 \|", text2, re.M)  # the old section's rows are gone
+
+
+def test_bench_writes_no_file_unless_asked(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "weights"
+    make_tiny_weights("doom-takecover", root / "doom-takecover")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["bench", "--worlds", "doom-takecover", "--num-envs", "1", "--device", "cpu", "--steps", "2",
+                 "--repeats", "1", "--latency-steps", "2", "--engine-workers", "1", "--engine-seconds", "1",
+                 "--weights-root", str(root)]) == 0
+    assert "## Speed:" in capsys.readouterr().out
+    assert list(work.iterdir()) == []  # nothing written into the current folder

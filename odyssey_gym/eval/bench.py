@@ -13,7 +13,8 @@ For each world:
     frame skip and resolution), and with one process, measured in this same run;
   * ratios: best world-model steps/s / engine (K processes), and num_envs 1 / one engine process.
 
-Writes (replaces) a `## Speed: <machine>` section in `--out` (BENCHMARKS.md) and, with `--json`, a JSON file.
+Prints a `## Speed: <machine>` section; with `--out FILE` (e.g. BENCHMARKS.md) it also writes (replaces) that
+section there, and with `--json` a JSON file.
 Failures are reported in the table and the exit code (1), never hidden.
 """
 
@@ -61,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-root", default=None, help="dir holding <world>/ weight dirs (default: the shipped weights)")
     p.add_argument("--sampling-steps", type=int, default=None, help="denoising steps per frame (default: the model's)")
     p.add_argument("--eager", action="store_true", help="no CUDA graph (default on CUDA: CUDA graph, eager fallback)")
-    p.add_argument("--out", default="BENCHMARKS.md", help="markdown file to write the section into (default BENCHMARKS.md)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="markdown file to write (replace) the section in, e.g. BENCHMARKS.md (default: print it only)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
     p.add_argument("--main-job", action="store_true",
                    help=f"also time the README main job: odyssey-gym {' '.join(MAIN_JOB)}")
@@ -481,7 +483,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  main job: {res['main_job']['wall_s']:.1f} s (exit {res['main_job']['returncode']})", file=sys.stderr)
 
     section = render_section(res)
-    write_section(args.out, section)
+    if args.out:
+        write_section(args.out, section)
     print(section)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
