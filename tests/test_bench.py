@@ -62,4 +62,5 @@ def test_bench_writes_no_file_unless_asked(tmp_path, monkeypatch, capsys):
                  "--repeats", "1", "--latency-steps", "2", "--engine-workers", "1", "--engine-seconds", "1",
                  "--weights-root", str(root)]) == 0
     assert "## Speed:" in capsys.readouterr().out
-    assert list(work.iterdir()) == []  # nothing written into the current folder
+    # no report written into the current folder (ViZDoom itself leaves its _vizdoom.ini there)
+    assert not [f.name for f in work.iterdir() if not f.name.startswith("_vizdoom")]
