@@ -34,6 +34,28 @@ COMMANDS = {
 }
 
 
+DEVICE_HELP = "auto (cuda when available, the Python API's default too), cpu, cuda, cuda:N or mps"
+
+
+def device_arg(text: str) -> str:
+    """argparse type of every command's --device: checked when parsed (an unknown name or a GPU this machine lacks
+    is a usage error naming --device), kept as the string the commands pass on."""
+    from odyssey_gym.envs.vector_env import resolve_device
+
+    name = text.strip().lower()
+    try:
+        resolve_device(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
+
+
+def add_device_argument(p: argparse.ArgumentParser, what: str = "") -> None:
+    """The one --device option: same spelling, choices and default ("auto") in every command."""
+    p.add_argument("--device", type=device_arg, default="auto", metavar="DEVICE",
+                   help=f"{what + ': ' if what else ''}{DEVICE_HELP}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="odyssey-gym", description=__doc__.splitlines()[0])
     from odyssey_gym import __version__

@@ -119,3 +119,28 @@ def test_version_and_worlds(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["world"] for r in rows} == set(WORLDS)
     assert {r["world"] for r in rows if r["weights"]} == set(available_worlds()) & set(WORLDS)
+
+
+def test_every_command_has_the_same_device_option(capsys):
+    """--device means one thing everywhere: default auto, the names torch knows, checked when parsed."""
+    import argparse
+    import importlib
+
+    from odyssey_gym.cli import COMMANDS, device_arg
+
+    with_device = []
+    for name, (module, _) in COMMANDS.items():
+        p = argparse.ArgumentParser(prog=name)
+        importlib.import_module(module).add_arguments(p)
+        dev = [a for a in p._actions if a.dest == "device"]
+        if not dev:
+            continue
+        with_device.append(name)
+        assert dev[0].default == "auto" and dev[0].type is device_arg, name
+    assert {"record", "play", "train", "leg", "build", "eval", "train-probe", "bench"} <= set(with_device)
+    assert device_arg("CPU") == "cpu" and device_arg("auto") == "auto"
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown device 'tpu'"):
+        device_arg("tpu")
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--world", "doom-explore", "--data", "d", "--out", "o", "--device", "tpu"])
+    assert e.value.code == 2 and "argument --device" in capsys.readouterr().err

@@ -15,12 +15,14 @@ import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from odyssey_gym.cli import add_device_argument
+
     p.add_argument("--world", default="doom-explore", help="world name (default: doom-explore)")
     p.add_argument("--agent", default="sticky", help="'sticky' (held keys, default), 'random', or a path to an SB3 .zip")
     p.add_argument("--steps", type=int, default=300, help="env steps to record (default 300)")
     p.add_argument("--out", default="episode.mp4", help="output MP4 path")
     p.add_argument("--num-envs", type=int, default=1, help="envs in the batch; >1 writes a tiled video")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    add_device_argument(p)
     p.add_argument("--weights", default=None, help="weights dir (default: the shipped weights)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampling-steps", type=int, default=None, help="denoising steps per frame (default: the model's)")

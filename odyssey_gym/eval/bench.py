@@ -50,9 +50,11 @@ def _cpu_count() -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from odyssey_gym.cli import add_device_argument
+
     p.add_argument("--worlds", default=DEFAULT_WORLDS, help=f"comma-separated worlds (default {DEFAULT_WORLDS})")
     p.add_argument("--num-envs", default=DEFAULT_NUM_ENVS, help=f"comma-separated batch sizes (default {DEFAULT_NUM_ENVS})")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    add_device_argument(p)
     p.add_argument("--steps", type=int, default=100, help="timed env steps per repeat (default 100)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: min(10, steps))")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")

@@ -13,11 +13,13 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
+    from odyssey_gym.cli import add_device_argument
+
     p.add_argument("--world", required=True, help="world name, e.g. doom-explore")
     p.add_argument("--weights", default=None, help="weights dir (default: the shipped weights of the world)")
     p.add_argument("--data", required=True, nargs="+", help="held-out dataset dir(s) recorded with unseen seeds")
     p.add_argument("--out", required=True, help="report directory")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    add_device_argument(p)
     p.add_argument("--horizons", default="1,4,16,64")
     p.add_argument("--windows", type=int, default=64, help="held-out windows per horizon")
     p.add_argument("--rollout-steps", type=int, default=10_500, help="long-rollout length (0 to skip)")

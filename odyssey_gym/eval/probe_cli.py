@@ -17,6 +17,8 @@ from pathlib import Path
 
 
 def add_arguments(p) -> None:
+    from odyssey_gym.cli import add_device_argument
+
     p.add_argument("--world", required=True, help="world name, e.g. doom-takecover")
     p.add_argument("--data", required=True, nargs="+", help="real dataset dir(s), recorded with seeds the world model never saw")
     p.add_argument("--val-data", nargs="+", default=None, help="held-out real dataset dir(s) to report the probe's accuracy on")
@@ -26,7 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
 
 

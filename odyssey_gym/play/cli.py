@@ -11,10 +11,12 @@ WEB_SLOTS_CPU = 1  # on a CPU every slot costs a full model step per tick: one p
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from odyssey_gym.cli import add_device_argument
+
     p.add_argument("--world", default="doom-explore", help="world name (default: doom-explore)")
     p.add_argument("--weights", default=None, help="weights dir (default: the shipped weights)")
     p.add_argument("--zoom", type=float, default=4.0, help="window scale (default 4)")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    add_device_argument(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--fps", type=int, default=None, help="frames per second (default: the world's)")
     p.add_argument("--sampling-steps", type=int, default=None)

@@ -37,6 +37,8 @@ PROBE_FRACTION = 0.2  # of --steps, for the probe's recording
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from odyssey_gym.cli import add_device_argument
+
     p.add_argument("world", help="a world name (odyssey-gym worlds) or gym:<EnvId> for any Gymnasium env with RGB frames")
     p.add_argument("--out", required=True, metavar="DIR", help="the build's directory (data/, run/, weights/, report/)")
     p.add_argument("--config", required=True, help="training YAML, e.g. configs/tiny.yaml (CPU, minutes)")
@@ -51,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-args", default="", metavar="ARGS", help="extra `odyssey-gym eval` options, e.g. "
                                                                    "'--windows 16 --rollout-steps 2000'")
     p.add_argument("--workers", type=int, default=1, help="recording processes (default 1)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_argument(p, "for training, the probe and eval")
     p.add_argument("--resume", action="store_true", help="continue the build already in DIR (without it, a DIR that "
                                                          "holds another build is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -13,6 +13,8 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from odyssey_gym.cli import add_device_argument
+
     parser.add_argument("--config", required=True, help="YAML with world/model/train sections (configs/*.yaml)")
     parser.add_argument("--data", action="append", required=True, metavar="DIR",
                         help="dataset directory (repeat for several of the same world)")
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="initialise from exported weights (WorldModel.from_pretrained), e.g. to skip the AE phase")
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="when training finishes, write EMA weights + start_bank.npz + train_summary.json here")
-    parser.add_argument("--device", default=None, choices=("cuda", "cpu"), help="default: cuda when available")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars (logs only)")
 
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--max-minutes must be > 0, got {args.max_minutes}")
         targs = TrainArgs(
             data=list(args.data), out=args.out, resume=args.resume, max_minutes=args.max_minutes,
-            phase=args.phase, init_from=args.init_from, export=args.export, device=args.device,
+            phase=args.phase, init_from=args.init_from, export=args.export, device=None if args.device == "auto" else args.device,
             progress=not args.no_progress,
         )
         return train(cfg, targs)

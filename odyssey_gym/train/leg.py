@@ -58,6 +58,8 @@ class StageFailed(RuntimeError):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from odyssey_gym.cli import add_device_argument
+
     p.add_argument("--world", required=True, help="world name, e.g. doom-explore")
     p.add_argument("--config", required=True, help="training YAML (configs/*.yaml), as for `odyssey-gym train`")
     p.add_argument("--work", required=True, metavar="DIR",
@@ -77,8 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="recording processes, one engine each (default 1)")
     p.add_argument("--land", action="store_true",
                    help="when the held-out numbers improved, copy the export into WEIGHTS (WEIGHTS/probe/ is kept)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="device for training and eval (default auto: cuda when available)")
+    add_device_argument(p, "for training and eval")
     p.add_argument("--eval-args", default="", metavar="ARGS",
                    help="extra `odyssey-gym eval` options for both evals, e.g. '--rollout-steps 0 --horizons 1,16' "
                         "(a single option as --eval-args=--no-probe)")
@@ -198,6 +199,9 @@ def parse_eval_args(text: str) -> list[str]:
         raise LegError(f"--eval-args {text!r}: {e}") from None
     parser = _QuietParser(prog="odyssey-gym eval")
     eval_cli.add_arguments(parser)
+    for action in parser._actions:  # the placeholder below stands for --device too: do not check it as a device
+        if action.dest == "device":
+            action.type = None
     placeholder = "\0leg"  # what the leg passes for the options it sets; anything else means --eval-args set one
     fixed = [tok for name in RESERVED_EVAL_OPTIONS for tok in (f"--{name}", placeholder)]
     try:
