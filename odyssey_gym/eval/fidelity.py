@@ -8,8 +8,11 @@ conditioned on the model's own frames. The baseline copies the last real frame i
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .metrics import mean_finite_db, psnr, ssim
 
@@ -69,6 +72,9 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
     rng = np.random.default_rng(seed)
     out: dict[str, dict] = {}
     env.reset(seed=seed)
+    # the slowest part of an eval on a CPU (two context prefills and h + 1 steps a horizon): show how far it is
+    bar = tqdm(total=sum(h + 1 for h in horizons), desc=f"{spec.name} fidelity", unit="step", file=sys.stderr,
+               mininterval=2, dynamic_ncols=True)
     for h in horizons:
         starts = pick_windows(flat, context + h, windows, rng)
         if starts is None:
@@ -89,12 +95,14 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
         env.reset(options={"context": pad(frames[:, :context]), "actions": pad(actions[:, :context])})
         for i in range(h):
             gen, *_ = env.step(_env_actions(spec, pad(actions[:, context + i])))
+            bar.update(1)
         target = frames[:, context + h - 1]
         ol = torch.as_tensor(gen).to(device)[:b]
         ol_copy = frames[:, context - 1]
         # teacher forced: real context right before the target
         env.reset(options={"context": pad(frames[:, h - 1 : context + h - 1]), "actions": pad(actions[:, h - 1 : context + h - 1])})
         tf, *_ = env.step(_env_actions(spec, pad(actions[:, context + h - 1])))
+        bar.update(1)
         tf = torch.as_tensor(tf).to(device)[:b]
         tf_copy = frames[:, context + h - 2]
         r = {
@@ -112,6 +120,7 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
         r["teacher_forced_gap_db"] = r["teacher_forced_psnr"] - r["teacher_forced_copy_last_psnr"]
         r["open_loop_gap_db"] = r["open_loop_psnr"] - r["open_loop_copy_last_psnr"]
         out[str(h)] = r
+    bar.close()
     return out
 
 
