@@ -16,15 +16,15 @@ def _register_envs() -> None:
     from odyssey_gym.worlds.catalog import WORLDS
 
     for spec in WORLDS.values():
-        if spec.env_id in gym.registry:
-            continue
-        gym.register(
-            id=spec.env_id,
-            entry_point="odyssey_gym.envs.single_env:WorldModelEnv",
-            vector_entry_point="odyssey_gym.envs.vector_env:WorldModelVectorEnv",
-            max_episode_steps=spec.max_episode_steps,
-            kwargs={"world": spec.name},
-        )
+        if spec.env_id not in gym.registry:
+            _register(gym, spec.env_id, spec.max_episode_steps, world=spec.name)
+
+
+def _register(gym, env_id: str, max_episode_steps: int, **kwargs) -> None:
+    """One env id -> the single env and the vector env over the same world model (`kwargs` go to both)."""
+    gym.register(id=env_id, entry_point="odyssey_gym.envs.single_env:WorldModelEnv",
+                 vector_entry_point="odyssey_gym.envs.vector_env:WorldModelVectorEnv",
+                 max_episode_steps=max_episode_steps, kwargs=kwargs)
 
 
 def register_world(env_id: str, weights, max_episode_steps: int | None = None) -> str:
@@ -48,10 +48,8 @@ def register_world(env_id: str, weights, max_episode_steps: int | None = None) -
         raise ValueError(f"register_world: {cfg_path} does not name a known world ({e})") from None
     if env_id in gym.registry:
         raise ValueError(f"register_world: env id {env_id!r} is already registered")
-    gym.register(id=env_id, entry_point="odyssey_gym.envs.single_env:WorldModelEnv",
-                 vector_entry_point="odyssey_gym.envs.vector_env:WorldModelVectorEnv",
-                 max_episode_steps=spec.max_episode_steps if max_episode_steps is None else max_episode_steps,
-                 kwargs={"world": spec.name, "weights": str(weights)})
+    _register(gym, env_id, spec.max_episode_steps if max_episode_steps is None else max_episode_steps,
+              world=spec.name, weights=str(weights))
     return spec.name
 
 
