@@ -34,7 +34,6 @@ from gymnasium.vector.utils import batch_space
 from odyssey_gym.envs.checks import (ResetNeeded, check_action_vectors, check_choice, check_max_episode_steps,
                                      check_num_envs, check_reset_options, check_sampling_steps, discrete_actions,
                                      env_seeds, is_int)
-from odyssey_gym.model.sampler import TERMINATION_MODES
 from odyssey_gym.envs.weights import shipped_weights
 from odyssey_gym.worlds import WorldSpec, get_world
 
@@ -187,7 +186,6 @@ class WorldModelVectorEnv(VectorEnv):
         sampling_steps = check_sampling_steps(sampling_steps)
         self.backend = check_choice("backend", backend, ("numpy", "torch"))
         self.render_mode = check_choice("render_mode", render_mode, ("rgb_array",), allow_none=True)
-        termination = check_choice("termination", termination, TERMINATION_MODES)
         max_episode_steps = check_max_episode_steps(max_episode_steps)
         try:
             self.autoreset_mode = autoreset_mode if isinstance(autoreset_mode, AutoresetMode) else AutoresetMode(autoreset_mode)

@@ -115,7 +115,7 @@ class Sampler:
         self.sampling_steps = int(sampling_steps or cfg.sampling_steps)
         self.sigmas = cfg.sigma_schedule(self.sampling_steps)
         self.context_noise = float(cfg.context_noise if context_noise is None else context_noise)
-        if termination not in TERMINATION_MODES:
+        if not isinstance(termination, str) or termination not in TERMINATION_MODES:
             raise ValueError(f"termination must be one of {TERMINATION_MODES}, got {termination!r}")
         # "sample": terminate with the head's probability, as World Models sampled its done flag, so an agent
         # cannot learn that a state never ends. Training weighted positives by term_pos_weight, which
