@@ -78,11 +78,8 @@ def _run_web(args: argparse.Namespace) -> int:
     if max_players is None:
         from odyssey_gym.envs.vector_env import resolve_device
 
-        try:
-            on_gpu = resolve_device(args.device).type == "cuda"
-        except (ValueError, RuntimeError) as e:
-            print(f"odyssey-gym play --web: {e}", file=sys.stderr)
-            return 2
+        # --device was checked when parsed (cli.device_arg)
+        on_gpu = resolve_device(args.device).type == "cuda"
         max_players = WEB_SLOTS_GPU if on_gpu else WEB_SLOTS_CPU
     try:
         config = WebConfig(world=args.world, host=args.host, port=args.port, max_players=max_players,
