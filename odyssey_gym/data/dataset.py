@@ -857,6 +857,19 @@ def open_dataset(path_or_paths, world=None) -> Dataset | MultiDataset:
     return Dataset(paths[0], world) if len(paths) == 1 else MultiDataset(paths, world)
 
 
+def _canonical_order(d: Dataset) -> list[int]:
+    """A dataset's episode indices by seed (then id). Several recording processes list their episodes in
+    the order they finish, which varies from run to run; reading them by seed makes the same recording
+    give the same flat data, so a seeded window draw (eval, training) picks the same windows every time."""
+    eps = d.manifest["episodes"]
+
+    def key(i):  # a malformed entry sorts last; reading it then names the problem
+        seed, ident = eps[i].get("seed"), eps[i].get("id")
+        return (not _is_int(seed), seed if _is_int(seed) else 0, ident if _is_int(ident) else 0, i)
+
+    return sorted(range(len(eps)), key=key)
+
+
 def _flat(datasets: Iterable[Dataset], spec, skip_corrupt: bool, load_frames: bool):
     from ..worlds import get_world
     from .windows import FlatData
@@ -871,7 +884,7 @@ def _flat(datasets: Iterable[Dataset], spec, skip_corrupt: bool, load_frames: bo
     parts = []  # (frames | None, actions_vec, rewards, terminated, n)
     layout = []  # (dataset, local index) per kept episode
     for d in datasets:
-        for i in range(len(d)):
+        for i in _canonical_order(d):
             try:
                 s = d.load_steps(i)
                 frames = d.load_frames(i) if load_frames else None
