@@ -76,3 +76,36 @@ def test_train_probe_then_eval_writes_every_section(real_data, tmp_path):
                "--throughput-batch", "2", "--no-probe"])
     r2 = json.loads((tmp_path / "r2" / "report.json").read_text())
     assert rc == 0 and "controllability" not in r2 and "probe" not in r2
+
+
+def test_speed_names_the_mode_the_sampler_ran_and_reports_a_fallback(real_data, tmp_path, monkeypatch):
+    """A sampler that cannot compile falls back to eager by itself; eval must not time that as "compile"."""
+    from odyssey_gym.envs.testing import make_tiny_weights
+    from odyssey_gym.model.sampler import Sampler
+
+    w = make_tiny_weights(WORLD, tmp_path / "w")
+    args = ["eval", "--world", WORLD, "--weights", str(w), "--data", str(real_data / "heldout"), "--device", "cpu",
+            "--horizons", "1", "--windows", "2", "--rollout-steps", "0", "--latency-steps", "2", "--throughput-batch", "2",
+            "--no-probe", "--compile"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    speed = json.loads((tmp_path / "a" / "report.json").read_text())["speed"]
+    assert speed["batch_1"]["mode"] == "eager" and speed["batch_2"]["mode"] == "eager"  # no compile on a CPU
+
+    real_init, real_prepare = Sampler.__init__, Sampler.prepare
+
+    def init(self, *a, compile=False, **kw):
+        real_init(self, *a, compile=compile, **kw)
+        self.asked_to_compile = compile
+
+    def prepare(self):
+        if getattr(self, "asked_to_compile", False):  # as a failed compile does: fall back to eager and say why
+            self.fallback_error, self.mode = "InductorError: boom", "eager"
+            return self.mode
+        return real_prepare(self)
+
+    monkeypatch.setattr(Sampler, "__init__", init)
+    monkeypatch.setattr(Sampler, "prepare", prepare)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    speed = json.loads((tmp_path / "b" / "report.json").read_text())["speed"]
+    assert speed["failed_modes"] == [f"batch {b} compile: RuntimeError: InductorError: boom" for b in (1, 2)]
+    assert speed["batch_1"]["mode"] == "eager" and speed["batch_1"]["latency_ms_p50"] > 0

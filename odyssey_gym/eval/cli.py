@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 
@@ -125,9 +126,14 @@ def run(args) -> int:
         for mode, kw in modes:  # the fastest mode that works on this machine; failures are reported, not hidden
             try:
                 s = Sampler(model, batch_size=b, device=device, **kw, **skw)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # a fallback is reported below instead
+                    s.prepare()  # the sampler falls back to eager by itself: time a mode only if it runs as asked
+                if s.fallback_error is not None:
+                    raise RuntimeError(s.fallback_error)
                 res = time_sampler(s, bank_f[idx], bank_a[idx], steps=args.latency_steps if b == 1 else 50,
                                    discrete=spec.action_kind == "discrete")
-                speed[f"batch_{b}"] = {**res, "mode": mode}
+                speed[f"batch_{b}"] = {**res, "mode": s.mode}
                 del s
                 break
             except Exception as e:  # noqa: BLE001
