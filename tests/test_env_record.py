@@ -74,7 +74,7 @@ def test_record_cli(weights, tmp_path, capsys, agent):
     printed = capsys.readouterr().out
     assert f"video: {out.resolve()}" in printed and "batched steps/s" in printed and "sampling steps per frame" in printed
     n, shape = n_frames(out)
-    assert n == 16 and shape[:2] == (64, 128)
+    assert n == 16 and shape[:2] == (128, 64)  # SB3's tile_images grid: ceil(sqrt(2)) = 2 rows, 1 column
 
 
 def test_record_cli_sb3_agent(weights, tmp_path, capsys):

@@ -29,18 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=int, default=None, help="video fps (default: the world's)")
 
 
-def tile(frames: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) -> one image on a near-square grid (black padding)."""
-    n, h, w, c = frames.shape
-    cols = int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    out = np.zeros((rows * h, cols * w, c), dtype=frames.dtype)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        out[r * h:(r + 1) * h, q * w:(q + 1) * w] = frames[i]
-    return out
-
-
 def _sb3_agent(path: str, venv):
     """Load an SB3 zip with the shared loader and stack frames the way the policy was trained (read from its own
     observation space), so `examples/sb3_ppo.py`'s frame-stacked CNN policy records as it plays."""
@@ -116,16 +104,18 @@ def run(args: argparse.Namespace) -> int:
         def step(obs):
             return env.step(agent(obs))[0]
 
+    from stable_baselines3.common.vec_env.base_vec_env import tile_images  # the grid SB3's VecEnv.render draws
+
     frames = []
     with torch.inference_mode():
         obs = reset()
-        frames.append(tile(np.stack(venv.render())))
+        frames.append(tile_images(np.stack(venv.render())))
         t_env = 0.0
         for _ in range(args.steps):
             t0 = time.perf_counter()
             obs = step(obs)
             t_env += time.perf_counter() - t0
-            frames.append(tile(np.stack(venv.render())))
+            frames.append(tile_images(np.stack(venv.render())))
     sampling_steps = venv.sampler.sampling_steps
     venv.close()
 
