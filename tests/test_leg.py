@@ -301,6 +301,21 @@ def test_landing_replaces_weights_removes_stale_shards_and_keeps_the_rest(tmp_pa
     assert {p.name for p in tmp_path.iterdir()} == {"w", "export"}  # no temp dir left beside WEIGHTS
 
 
+def test_landing_carries_the_shard_index_and_drops_one_that_would_point_at_old_shards(tmp_path):
+    old = ["model-00001-of-00001.safetensors"]
+    new = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    weights = fake_weights(tmp_path / "w", old, "old")
+    (weights / legmod.INDEX_NAME).write_text("old index")
+    export = fake_weights(tmp_path / "export", new, "new")
+    (export / legmod.INDEX_NAME).write_text("new index")
+    names = legmod.land(export, weights)
+    assert names.index(legmod.INDEX_NAME) == len(new)  # after its shards, before config.json
+    assert (weights / legmod.INDEX_NAME).read_text() == "new index"
+    plain = fake_weights(tmp_path / "export-without-index", old, "plain")  # made before exports had an index
+    assert legmod.INDEX_NAME not in legmod.land(plain, weights)
+    assert not (weights / legmod.INDEX_NAME).exists()
+
+
 def test_landing_refuses_an_export_missing_a_listed_shard(tmp_path):
     weights = fake_weights(tmp_path / "w", ["model-00001-of-00001.safetensors"], "old")
     export = fake_weights(tmp_path / "export", ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"], "new")

@@ -86,6 +86,56 @@ def test_hash_table_must_cover_the_shards(saved):
         WorldModel.from_pretrained(saved)
 
 
+# -------------------------------------------------------------------------- the standard safetensors index
+
+
+def test_the_standard_index_alone_reads_the_weights(saved):
+    """Another tool reads model.safetensors.index.json and the shards it names, without our loader."""
+    from safetensors import safe_open
+
+    index = json.loads((saved / "model.safetensors.index.json").read_text())
+    expected = tiny().state_dict()
+    assert set(index["weight_map"]) == set(expected)
+    assert set(index["weight_map"].values()) == set(_cfg(saved)["weights"]["shards"])
+    got, nbytes = {}, 0
+    for name in sorted(set(index["weight_map"].values())):
+        with safe_open(str(saved / name), framework="pt") as f:
+            for k in f.keys():
+                assert index["weight_map"][k] == name
+                got[k] = f.get_tensor(k)
+                nbytes += got[k].numel() * got[k].element_size()
+    assert index["metadata"]["total_size"] == nbytes
+    for k, v in expected.items():
+        assert torch.equal(got[k], v), k
+
+
+def test_an_index_that_disagrees_with_the_shards_is_refused_and_can_be_rebuilt(saved):
+    f = saved / "model.safetensors.index.json"
+    written = f.read_text()
+    index = json.loads(written)
+    k = next(iter(index["weight_map"]))
+    other = next(n for n in _cfg(saved)["weights"]["shards"] if n != index["weight_map"][k])
+    index["weight_map"][k] = other
+    f.write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=rf"model\.safetensors\.index\.json: does not match the shards.*{k}"):
+        WorldModel.from_pretrained(saved)
+    f.write_text("{not json")
+    with pytest.raises(ValueError, match="not a safetensors index"):
+        WorldModel.from_pretrained(saved)
+    om.write_safetensors_index(saved)
+    assert f.read_text() == written  # the same bytes save_pretrained wrote
+    WorldModel.from_pretrained(saved)
+    f.unlink()  # an export made before the index loads as before
+    WorldModel.from_pretrained(saved)
+
+
+def test_shipped_weights_carry_a_matching_index():
+    for world in om.available_worlds():
+        d = om.weights_dir(world)
+        index = json.loads((d / "model.safetensors.index.json").read_text())
+        assert set(index["weight_map"].values()) == set(_cfg(d)["weights"]["shards"]), world
+
+
 # -------------------------------------------------------------------------- shard names
 
 

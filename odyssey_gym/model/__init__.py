@@ -22,13 +22,14 @@ from .world_model import (
     WorldModelConfig,
     estimate_flops_per_frame,
     record_shard_hashes,
+    write_safetensors_index,
 )
 
 __all__ = [
     "AutoencoderConfig", "FrameAutoencoder", "frames_to_tensor", "tensor_to_frames", "ssim",
     "Dynamics", "DynamicsConfig", "karras_sigmas",
     "WorldModel", "WorldModelConfig", "MODEL_VERSION", "WEIGHTS_FORMAT", "estimate_flops_per_frame",
-    "record_shard_hashes", "check_world",
+    "record_shard_hashes", "write_safetensors_index", "check_world",
     "Sampler", "rollout_reference", "hash_noise",
     "WEIGHTS_ROOT", "weights_dir", "available_worlds", "load", "load_start_bank",
 ]

@@ -2,7 +2,9 @@
 
 Weights are stored as `config.json` (the full config, `"format": "odyssey-gym-weights"`,
 `model_version`, the world, the shard list and each shard's sha256) plus
-`model-0000i-of-0000N.safetensors` shards of at most `max_shard_bytes` each. Loading refuses other
+`model-0000i-of-0000N.safetensors` shards of at most `max_shard_bytes` each, and the standard
+`model.safetensors.index.json` (`weight_map`: tensor -> shard, as huggingface_hub writes it) so other tools
+can read the shards without our loader. Loading refuses other
 model versions, out-of-range config values, shards that fail their recorded hash and any
 config/weights mismatch, with an error naming the offending file (and key).
 """
@@ -28,6 +30,7 @@ from .dynamics import Dynamics, DynamicsConfig, karras_sigmas
 MODEL_VERSION = 1  # bump when a change makes old weights load wrongly
 WEIGHTS_FORMAT = "odyssey-gym-weights"
 CONFIG_NAME = "config.json"
+INDEX_NAME = "model.safetensors.index.json"
 MAX_SHARD_BYTES = 16 * 1024 * 1024
 
 
@@ -312,6 +315,9 @@ class WorldModel(nn.Module):
             save_file({k: tensors[k] for k in keys}, str(tmp), metadata=meta)
             os.replace(tmp, out / name)
             written.append(out / name)
+        _write_index(out, {k: name for name, keys in zip(names, groups) for k in keys},
+                     sum(v.numel() * v.element_size() for v in tensors.values()))
+        written.append(out / INDEX_NAME)
         cfg = {"format": WEIGHTS_FORMAT, **self.config.to_dict()}
         cfg["model_version"] = MODEL_VERSION
         any_float = next((v.dtype for v in tensors.values() if v.is_floating_point()), None)
@@ -359,6 +365,7 @@ class WorldModel(nn.Module):
                 if k in state:
                     raise ValueError(f"{f}: tensor {k!r} also appears in {where[k]}")
                 state[k], where[k] = v, name
+        _check_index(root, where)
         model = cls(config)
         expected = model.state_dict()
         missing = [k for k in expected if k not in state]
@@ -388,6 +395,61 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _write_index(out: Path, weight_map: dict[str, str], total_size: int) -> None:
+    """model.safetensors.index.json in the layout huggingface_hub's `split_torch_state_dict_into_shards` gives
+    (`metadata.total_size` = tensor bytes, `weight_map` sorted by tensor name); temp name + rename."""
+    index = {"metadata": {"total_size": int(total_size)}, "weight_map": dict(sorted(weight_map.items()))}
+    tmp = out / f".{INDEX_NAME}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(index, indent=2) + "\n")
+    os.replace(tmp, out / INDEX_NAME)
+
+
+def _check_index(root: Path, where: dict[str, str]) -> None:
+    """An index beside the shards must say where each tensor really is: a stale or edited one would send other
+    tools to the wrong file. Exports made before the index existed have none and load as before."""
+    f = root / INDEX_NAME
+    if not f.exists():
+        return
+    try:
+        wm = json.loads(f.read_text())["weight_map"]
+        if not isinstance(wm, dict):
+            raise TypeError("weight_map is not an object")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{f}: not a safetensors index ({type(e).__name__}: {e})") from None
+    wrong = sorted(k for k in set(wm) | set(where) if wm.get(k) != where.get(k))
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"{f}: does not match the shards ({len(wrong)} tensor(s), e.g. {k!r}: index says "
+                         f"{wm.get(k)!r}, the shards have it in {where.get(k)!r}); re-export, or write it anew "
+                         f"with odyssey_gym.model.write_safetensors_index")
+
+
+def write_safetensors_index(directory) -> Path:
+    """Write the standard model.safetensors.index.json for an export made before it existed, from the shards
+    themselves (after they load and pass their recorded hashes, so a corrupt export is never indexed)."""
+    from safetensors import safe_open
+
+    root = Path(directory)
+    _, shards, _ = read_weights_config(root)
+    stale = root / INDEX_NAME
+    if stale.exists():
+        stale.unlink()  # rebuilt from the shards below; a wrong one must not block the check load
+    WorldModel.from_pretrained(root)
+    weight_map, total = {}, 0
+    for name in shards:
+        with safe_open(str(root / name), framework="pt") as sf:
+            for k in sf.keys():
+                weight_map[k] = name
+                sl = sf.get_slice(k)
+                total += math.prod(sl.get_shape()) * _DTYPE_BYTES[sl.get_dtype()]
+    _write_index(root, weight_map, total)
+    return root / INDEX_NAME
+
+
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
 def _write_config(out: Path, cfg: dict) -> None:

@@ -36,6 +36,7 @@ from .campaign import SUMMARY_NAME, load_summary, with_totals, write_summary
 RESERVED_EVAL_OPTIONS = ("world", "weights", "data", "out", "device")  # the leg sets these itself
 LANDED_EXTRAS = ("start_bank.npz",)  # besides the shards, config.json and the campaign log
 CONFIG_NAME = "config.json"
+INDEX_NAME = "model.safetensors.index.json"  # the standard shard index save_pretrained writes
 REPORT_NAME = "report.json"
 LANDING_PREFIX = ".landing-"
 PSNR_DECIMALS = 3  # what the campaign log keeps (and `improved` compares): a thousandth of a dB
@@ -536,14 +537,15 @@ def land_stage(plan: Plan, entry: dict[str, Any], clock: Clock) -> None:
 
 
 def landed_files(export: Path) -> list[str]:
-    """The export's files that make up weights, in landing order: shards, start bank, config.json (it lists the
+    """The export's files that make up weights, in landing order: shards, their index, start bank, config.json (it lists the
     shards), and last the campaign log, whose arrival marks a finished landing."""
     cfg_path = export / CONFIG_NAME
     try:
         shards = list(json.loads(cfg_path.read_text())["weights"]["shards"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise StageFailed(f"land: {cfg_path} does not list its weight shards ({e})") from None
-    names = [*shards, *LANDED_EXTRAS, CONFIG_NAME, SUMMARY_NAME]
+    index = [INDEX_NAME] if (export / INDEX_NAME).is_file() else []  # exports made before the index have none
+    names = [*shards, *index, *LANDED_EXTRAS, CONFIG_NAME, SUMMARY_NAME]
     missing = [n for n in names if not (export / n).is_file()]
     if missing:
         raise StageFailed(f"land: {export} lacks {', '.join(missing)}")
@@ -578,8 +580,8 @@ def land(export: Path, weights: Path) -> list[str]:
         for n in names:
             os.replace(tmp / n, weights / n)
         fsync_dir(weights)
-        for stale in weights.glob("model-*.safetensors"):
-            if stale.name not in names:
+        for stale in [*weights.glob("model-*.safetensors"), weights / INDEX_NAME]:
+            if stale.name not in names and stale.exists():  # an old index would point at the old shards
                 stale.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
