@@ -88,6 +88,39 @@ def test_partial_reset_leaves_other_envs_alone():
     assert_match({k: torch.cat([first[k], second[k]], 1) for k in first}, ref0, rows=slice(0, 1))
 
 
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_reset_in_row_chunks_matches_one_pass(rows):
+    """A CPU reset runs the context a few envs at a time to bound RAM; the state it leaves must be the same."""
+    m = tiny_model(context_noise=0.1, dynamics={"start_from": "previous"})
+    K = m.config.context_frames
+    frames, ctx_a, acts = data(5, K, 4, seed=3)
+    new_frames, new_ctx_a, _ = data(5, 2, 1, seed=4)
+    seeds, mask = torch.arange(5) + 40, torch.tensor([True, False, True, True, False])
+    out = []
+    for chunk in (5, rows):
+        s = Sampler(m, 5, "cpu", prefill_rows=chunk)
+        assert s.prefill_rows == chunk
+        s.reset(frames, ctx_a, seeds=seeds)
+        run(s, acts[:, :2])
+        s.reset(new_frames, new_ctx_a, mask=mask, seeds=seeds + 7)  # a partial reset keeps the other rows
+        out.append(({k: v.clone() for k, v in zip(("k", "v", "last"), (s.k_cache, s.v_cache, s.last_latent))},
+                    run(s, acts[:, 2:])))
+    (state_a, run_a), (state_b, run_b) = out
+    for k in state_a:
+        torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-5, atol=1e-5)
+    diff = (run_b["frames"].int() - run_a["frames"].int()).abs()  # batch size changes float rounding only
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01
+    torch.testing.assert_close(run_b["latents"], run_a["latents"], rtol=1e-4, atol=1e-4)
+
+
+def test_prefill_rows_default_and_validation():
+    m = tiny_model()
+    assert Sampler(m, 8, "cpu").prefill_rows == 2  # bounded on a CPU
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="prefill_rows"):
+            Sampler(m, 2, "cpu", prefill_rows=bad)
+
+
 def test_env_output_independent_of_batch_and_deterministic():
     m = tiny_model(context_noise=0.1)
     frames, ctx_a, acts = data(3, 2, 5, seed=3)

@@ -29,6 +29,7 @@ from .world_model import WorldModel
 CLEAN_PASS = 255  # noise stream of the clean (context-writing) pass; denoising pass i uses stream i
 TERM_STREAM = 254  # the uniform that decides a sampled termination
 TERMINATION_MODES = ("threshold", "sample")
+CPU_PREFILL_ROWS = 2  # envs per context pass of `reset` on a CPU: bounds its RAM; a GPU runs them all at once
 _M32 = 0xFFFFFFFF
 
 
@@ -88,6 +89,8 @@ class Sampler:
         compile: torch.compile the step and capture it in a CUDA graph (CUDA only; ignored elsewhere).
         cuda_graph: capture the (eager) step in a CUDA graph (CUDA only; ignored elsewhere).
         seed: seeds the host generator that picks per-env seeds when `reset` is given none.
+        prefill_rows: envs whose context `reset` encodes and runs in one pass (None: all of them on a GPU,
+            CPU_PREFILL_ROWS on a CPU, where a 16-env batch in one pass took 2 GB more RAM than the model).
 
     State (device tensors, updated in place): k_cache/v_cache (L, B, H, (K+1)*P, hd), ptr, valid, frame_idx,
     seeds (B,), last_latent (B, C, h, w) = the newest frame's normalised latent (where the next frame starts from with
@@ -100,7 +103,8 @@ class Sampler:
 
     def __init__(self, model: WorldModel, batch_size: int, device=None, dtype: torch.dtype | None = None,
                  sampling_steps: int | None = None, context_noise: float | None = None, compile: bool = False,
-                 cuda_graph: bool = False, seed: int = 0, termination: str = "threshold"):
+                 cuda_graph: bool = False, seed: int = 0, termination: str = "threshold",
+                 prefill_rows: int | None = None):
         device = torch.device(device) if device is not None else model.device
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, self.model.dtype
@@ -123,6 +127,11 @@ class Sampler:
         self.termination = termination
         self._term_offset = math.log(max(float(getattr(d, "term_pos_weight", 1.0)), 1e-6))
         self.generator = torch.Generator().manual_seed(seed)
+        if prefill_rows is None:
+            prefill_rows = self.B if device.type == "cuda" else CPU_PREFILL_ROWS
+        if isinstance(prefill_rows, bool) or not isinstance(prefill_rows, int) or prefill_rows < 1:
+            raise ValueError(f"prefill_rows must be an integer >= 1, got {prefill_rows!r}")
+        self.prefill_rows = prefill_rows
 
         B, K, P, L, H, hd, dev = self.B, self.K, self.P, self.L, self.H, self.hd, device
         self.R = R = K + 1  # K context slots + the slot of the frame being generated
@@ -183,25 +192,31 @@ class Sampler:
             seeds = torch.randint(0, 2**62, (B,), generator=self.generator)
         seeds = torch.as_tensor(seeds).to(dev, torch.int64).reshape(B)
 
-        dyn = self.model.dynamics
-        z = self.model.encode_frames(frames)  # (B, k, C, h, w)
-        j = torch.arange(k, device=dev)
-        if self.context_noise > 0:
-            eps = hash_noise(seeds.repeat_interleave(k), j.repeat(B), CLEAN_PASS, self.latent_shape)
-            z = z + self.context_noise * eps.view(B, k, *self.latent_shape).to(z.dtype)
-        sigma = torch.full((B, k), self.context_noise, device=dev)
-        *_, kvs = dyn(z, sigma, actions, return_kv=True)
-        P = self.P
-        m = mask.view(1, B, 1, 1, 1)
-        for cache, part in ((self.k_cache, 0), (self.v_cache, 1)):
-            new = torch.zeros_like(cache)
-            new[:, :, :, : k * P] = torch.stack([kv[part] for kv in kvs])
-            cache.copy_(torch.where(m, new, cache))
+        kP = k * self.P
+        last = torch.empty(B, *self.latent_shape, device=dev, dtype=self.dtype)
+        for r in range(0, B, self.prefill_rows):  # rows are independent; a chunk bounds the pass's memory
+            rows = slice(r, min(r + self.prefill_rows, B))
+            z = self.model.encode_frames(frames[rows])  # (b, k, C, h, w)
+            b = z.shape[0]
+            if self.context_noise > 0:
+                j = torch.arange(k, device=dev)
+                eps = hash_noise(seeds[rows].repeat_interleave(k), j.repeat(b), CLEAN_PASS, self.latent_shape)
+                z = z + self.context_noise * eps.view(b, k, *self.latent_shape).to(z.dtype)
+            sigma = torch.full((b, k), self.context_noise, device=dev)
+            *_, kvs = self.model.dynamics(z, sigma, actions[rows], return_kv=True)
+            m = mask[rows].view(b, 1, 1, 1)
+            for layer in range(self.L):  # in place, a layer at a time: no cache-sized temporaries
+                for cache, part in zip((self.k_cache, self.v_cache), kvs[layer]):
+                    c = cache[layer, rows]
+                    c[:, :, :kP].copy_(torch.where(m, part, c[:, :, :kP]))
+                    c[:, :, kP:].masked_fill_(m, 0)
+                kvs[layer] = None
+            last[rows] = z[:, -1]
         self.ptr.copy_(torch.where(mask, k, self.ptr))  # k <= K < R: slots 0..k-1 hold the context
         self.valid.copy_(torch.where(mask, k, self.valid))
         self.frame_idx.copy_(torch.where(mask, k, self.frame_idx))
         self.seeds.copy_(torch.where(mask, seeds, self.seeds))
-        self.last_latent.copy_(torch.where(mask.view(B, 1, 1, 1), z[:, -1], self.last_latent))
+        self.last_latent.copy_(torch.where(mask.view(B, 1, 1, 1), last, self.last_latent))
 
     # -- step
 
