@@ -33,21 +33,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights", default=None, help="world-model weights for --in imagination")
     p.add_argument("--seed", type=int, default=10_000, help="episode seeds (keep apart from training's)")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the greedy action")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar over the episodes")
     a = p.parse_args(argv)
     if a.episodes < 1 or a.num_envs < 1 or a.videos < 0:
         p.error("--episodes and --num-envs must be >= 1 and --videos >= 0")
     return a
 
 
-def run_episodes(model, env, episodes: int, deterministic: bool, videos: int):
+def run_episodes(model, env, episodes: int, deterministic: bool, videos: int, progress: bool = False):
     """Each env plays ceil(episodes / n) episodes (so short episodes are not over-counted); returns the first
-    `episodes` scores in env order, their lengths, and env 0's frames for its first `videos` episodes."""
+    `episodes` scores in env order, their lengths, and env 0's frames for its first `videos` episodes.
+    `progress`: a bar (stderr, with ETA) over the episodes counted so far: 100 real take_cover episodes take minutes."""
+    from tqdm import tqdm
+
     n = env.num_envs
     quota = math.ceil(episodes / n)
     scores: list[list[float]] = [[] for _ in range(n)]
     lengths: list[list[int]] = [[] for _ in range(n)]
     clips, frames = [], []
     obs = env.reset()
+    bar = tqdm(total=n * quota, desc="episodes", unit="ep", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     while min(len(s) for s in scores) < quota:
         if len(clips) < videos:
             frames.append(np.asarray(obs[0, ..., -3:]))  # the newest frame of env 0's stack
@@ -58,9 +63,11 @@ def run_episodes(model, env, episodes: int, deterministic: bool, videos: int):
             if ep is not None and len(scores[i]) < quota:
                 scores[i].append(float(ep["r"]))
                 lengths[i].append(int(ep["l"]))
+                bar.update(1)
             if i == 0 and len(clips) < videos:
                 clips.append(np.stack(frames))
                 frames = []
+    bar.close()
     flat_s = [s for per in zip(*scores) for s in per][:episodes]  # round-robin over envs
     flat_l = [x for per in zip(*lengths) for x in per][:episodes]
     return flat_s, flat_l, clips
@@ -118,7 +125,8 @@ def main(argv=None) -> int:
               f"{env.observation_space.shape} (frame stack {frame_stack}?)", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    scores, lengths, clips = run_episodes(model, env, args.episodes, not args.stochastic, args.videos)
+    scores, lengths, clips = run_episodes(model, env, args.episodes, not args.stochastic, args.videos,
+                                          progress=not args.no_progress)
     wall = time.perf_counter() - t0
     env.close()
     out = Path(args.out) if args.out else policy.parent / f"eval-{args.source}"

@@ -59,6 +59,7 @@ def test_evaluate_scores_in_the_real_engine_and_in_the_dream(trained):
     r = _run("evaluate.py", "--policy", root / "run" / "policy.zip", "--episodes", 3, "--num-envs", 2, "--videos", 1,
              "--device", "cpu", cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "episodes: 100%" in r.stderr and "4/4" in r.stderr  # the bar counts each env's quota (2 envs x 2)
     rep = json.loads((root / "run" / "eval-real" / "eval.json").read_text())
     assert rep["scored_in"] == "real" and rep["episodes"] == 3 and len(rep["scores"]) == 3
     # take_cover scores tics survived: a short-lived agent still survives some tics, never more than the 2100 cap
@@ -66,8 +67,9 @@ def test_evaluate_scores_in_the_real_engine_and_in_the_dream(trained):
     assert (root / "run" / "eval-real" / "histogram.png").stat().st_size > 1000
     assert (root / "run" / "eval-real" / "episode_0.mp4").stat().st_size > 1000
     r = _run("evaluate.py", "--policy", root / "run" / "policy.zip", "--episodes", 2, "--num-envs", 2, "--videos", 0,
-             "--in", "imagination", "--weights", root / "w", "--device", "cpu", cwd=root)
+             "--in", "imagination", "--weights", root / "w", "--device", "cpu", "--no-progress", cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "episodes:" not in r.stderr
     dream = json.loads((root / "run" / "eval-imagination" / "eval.json").read_text())
     # the tiny test model never terminates, so dream episodes run to the 525-step time limit
     assert dream["scored_in"] == "imagination" and dream["mean_length_steps"] == 525

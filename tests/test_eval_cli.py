@@ -35,13 +35,15 @@ def test_train_probe_refuses_the_world_models_training_seeds(real_data, tmp_path
     assert main(["train-probe", "--world", "doom-nowhere", "--data", str(real_data / "probe")]) == 2
 
 
-def test_train_probe_then_eval_writes_every_section(real_data, tmp_path):
+def test_train_probe_then_eval_writes_every_section(real_data, tmp_path, capsys):
     from odyssey_gym.envs.testing import make_tiny_weights
 
     w = make_tiny_weights(WORLD, tmp_path / "w")
     rc = main(["train-probe", "--world", WORLD, "--data", str(real_data / "probe"), "--val-data", str(real_data / "heldout"),
                "--weights", str(w), "--steps", "40", "--batch", "32", "--device", "cpu"])
     assert rc == 0
+    err = capsys.readouterr().err
+    assert "doom-takecover probe: 100%" in err and "40/40" in err  # a bar with ETA over the training steps
     cfg = json.loads((w / "probe" / "probe.json").read_text())
     assert cfg["world"] == WORLD and cfg["trained_steps"] == 40 and 0 <= cfg["extra"]["val_mean_accuracy"] <= 1
     out = tmp_path / "report"

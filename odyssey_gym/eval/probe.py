@@ -163,8 +163,13 @@ def real_pairs(flat, starts: np.ndarray):
 
 
 def train_probe(flat, spec, steps: int = 2000, batch: int = 64, seed: int = 0, device="cpu",
-                lr: float = 1e-3, channels: int = 16) -> Probe:
-    """Train the probe on real consecutive frames of `flat` (every transition inside one episode)."""
+                lr: float = 1e-3, channels: int = 16, progress: bool = False) -> Probe:
+    """Train the probe on real consecutive frames of `flat` (every transition inside one episode).
+    `progress`: a bar with ETA and the loss on stderr (thousands of steps take minutes on a CPU)."""
+    import sys
+
+    from tqdm import tqdm
+
     starts = flat.window_starts(2)
     if len(starts) == 0:
         raise ValueError("no transition (two consecutive frames of one episode) in the data")
@@ -179,7 +184,9 @@ def train_probe(flat, spec, steps: int = 2000, batch: int = 64, seed: int = 0, d
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps), pct_start=0.1)
     probe.train()
-    for _ in range(steps):
+    bar = tqdm(range(steps), desc=f"{spec.name} probe", unit="step", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True, mininterval=1.0)
+    for step in bar:
         s = starts[rng.integers(0, len(starts), size=batch)]
         ft, ft1, act = real_pairs(flat, s)
         y = _targets(act, spec.action_kind).to(device)
@@ -192,6 +199,9 @@ def train_probe(flat, spec, steps: int = 2000, batch: int = 64, seed: int = 0, d
         loss.backward()
         opt.step()
         sched.step()
+        if progress and step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # a sync every 50 steps, only with a bar
+    bar.close()
     return probe.eval()
 
 

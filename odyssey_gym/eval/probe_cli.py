@@ -30,6 +30,7 @@ def add_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     add_device_argument(p)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar over the training steps")
 
 
 def _fail(msg: str) -> int:
@@ -67,7 +68,8 @@ def run(args) -> int:
                          "record probe data with another base seed")
     flat = data.flat(spec)
     t0 = time.time()
-    probe = train_probe(flat, spec, steps=args.steps, batch=args.batch, seed=args.seed, device=device, lr=args.lr)
+    probe = train_probe(flat, spec, steps=args.steps, batch=args.batch, seed=args.seed, device=device, lr=args.lr,
+                        progress=not args.no_progress)
     probe.config.extra = {"data_frames": int(len(flat.frames)), "data_episodes": int(len(data.episodes)),
                           "data_seed_min": min(seeds), "data_seed_max": max(seeds),
                           "train_seconds": round(time.time() - t0, 1),
