@@ -348,3 +348,18 @@ def test_torch_backend_same_step_final_obs(weights):
     assert tr.all() and info["_final_obs"].all()
     assert info["final_obs"].shape == (4, 64, 64, 3)
     assert not torch.equal(info["final_obs"], o)
+
+
+def test_start_index_is_one_hash_for_ints_numpy_and_torch_and_uses_the_whole_seed():
+    from odyssey_gym.model.sampler import seed_key
+
+    seeds = np.arange(200, dtype=np.int64) * 7919 + 3
+    counts = np.arange(200, dtype=np.int64) % 5
+    as_np = start_index(seeds, counts, 97)
+    as_torch = start_index(torch.from_numpy(seeds), torch.from_numpy(counts), 97).numpy()
+    as_int = [start_index(int(s), int(c), 97) for s, c in zip(seeds, counts)]
+    assert np.array_equal(as_np, as_torch) and as_np.tolist() == as_int
+    assert ((0 <= as_np) & (as_np < 97)).all() and len(set(as_int)) > 60  # spread over the bank
+    high = seeds + (1 << 40)  # the same low 32 bits: a seed's high half must change its start too
+    assert (start_index(high, counts, 97) != as_np).mean() > 0.9
+    assert (seed_key(torch.from_numpy(high)).numpy() != seed_key(seeds)).all()

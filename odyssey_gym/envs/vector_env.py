@@ -35,6 +35,7 @@ from odyssey_gym.envs.checks import (ResetNeeded, check_action_vectors, check_ch
                                      check_num_envs, check_reset_options, check_sampling_steps, discrete_actions,
                                      env_seeds, is_int)
 from odyssey_gym.envs.weights import shipped_weights
+from odyssey_gym.model.sampler import mix32, seed_key
 from odyssey_gym.worlds import WorldSpec, get_world
 
 __all__ = ["WorldModelVectorEnv", "NonFiniteOutputError", "resolve_device", "start_index"]
@@ -74,27 +75,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-_M32 = 0xFFFFFFFF
-
-
-def _hash32(x):
-    """A 32-bit integer mix (lowbias32-like, constants < 2**31 so int64 products never overflow).
-
-    Works identically on numpy int64 arrays and torch int64 tensors.
-    """
-    x = x & _M32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _M32
-    x = x ^ (x >> 15)
-    x = (x * 0x4C6CA68B) & _M32
-    x = x ^ (x >> 16)
-    return x
-
-
 def start_index(seed, count, n: int):
     """Index of env's `count`-th start context in a bank of `n`, given its seed (numpy or torch)."""
-    h = _hash32(_hash32(seed) + ((count * 0x27D4EB2F) & _M32) + 0x165667B1)
-    return h % n
+    m32 = 0xFFFFFFFF
+    return mix32((seed_key(seed) + (count & m32) * 0x27D4EB2F + 0x165667B1) & m32) % n
 
 
 def _is_model(obj) -> bool:

@@ -41,8 +41,9 @@ def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
     return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (lowbias32 constants) on int64 tensors holding values in [0, 2**32)."""
+def mix32(x):
+    """A 32-bit integer hash (lowbias32 constants) of values in [0, 2**32): int64 torch tensors, numpy int64
+    arrays or Python ints alike. The package's one integer hash (noise, sampled termination, start contexts)."""
     x = x ^ (x >> 16)
     x = _mul32(x, 0x7FEB352D)
     x = x ^ (x >> 15)
@@ -50,14 +51,18 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def seed_key(seed):
+    """A 32-bit key from a non-negative 64-bit seed, both halves mixed (tensor, numpy array or int)."""
+    return mix32((seed & _M32) ^ mix32((seed >> 32) & _M32))
+
+
 def hash_uniform(seed: torch.Tensor, frame: torch.Tensor, stream: int, n: int) -> torch.Tensor:
     """Uniform (0, 1) float32 (N, n), a pure function of (seed[i], frame[i], stream): see `hash_noise`."""
-    s = seed.long()
-    key = _mix32((s & _M32) ^ _mix32((s >> 32) & _M32))
-    key = _mix32(key ^ (frame.long() & _M32))
-    key = _mix32((key + stream * 0x9E3779B9) & _M32)
+    key = seed_key(seed.long())
+    key = mix32(key ^ (frame.long() & _M32))
+    key = mix32((key + stream * 0x9E3779B9) & _M32)
     idx = torch.arange(n, device=seed.device, dtype=torch.int64)
-    bits = _mix32((key[:, None] + idx * 0x9E3779B9) & _M32)
+    bits = mix32((key[:, None] + idx * 0x9E3779B9) & _M32)
     return ((bits >> 8).float() + 0.5) * (1.0 / (1 << 24))
 
 
