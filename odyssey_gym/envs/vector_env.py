@@ -464,63 +464,65 @@ class WorldModelVectorEnv(VectorEnv):
         self._check_open("step")
         if not self._has_reset:
             raise ResetNeeded("call reset() before step()")
-        act = self._actions_to_vectors(actions)
-        frames, reward, term = self.sampler.step(act)
-        reward = reward.float()
-        term = term.bool()
+        frames, reward, term = self.sampler.step(self._actions_to_vectors(actions))
+        reward, term = reward.float(), term.bool()
         # NaN check: the sampler's per-env flag on the new latent (before uint8 quantization hides a NaN)
         bad = ~torch.isfinite(reward) | self.sampler.nonfinite
-        mode = self.autoreset_mode
-        info: dict[str, Any] = {}
-
-        if mode == AutoresetMode.NEXT_STEP:
-            prev = self._prev_done
-            self._nonfinite |= bad & ~prev
-            self._steps = torch.where(prev, torch.zeros_like(self._steps), self._steps + 1)
-            if self._need_reset(prev, self._host_prev_done):
-                ctx_f, ctx_a = self._bank_context(prev)
-                self._sampler_reset(ctx_f, ctx_a, prev)
-                frames = torch.where(prev[:, None, None, None], ctx_f[:, -1], frames)
-            reward = torch.where(prev, torch.zeros_like(reward), reward)
-            term = term & ~prev
-            trunc = (self._steps >= self._max_steps_t) & ~prev
-            self._prev_done = term | trunc
-            self._obs = frames
-        elif mode == AutoresetMode.SAME_STEP:
-            self._nonfinite |= bad
-            self._steps = self._steps + 1
-            trunc = self._steps >= self._max_steps_t
-            done = term | trunc
-            final_frames = frames
-            host_done = None
-            if self.backend == "numpy":
-                host_done = (done.cpu().numpy())
-            if self._need_reset(done, host_done):
-                ctx_f, ctx_a = self._bank_context(done)
-                self._sampler_reset(ctx_f, ctx_a, done)
-                frames = torch.where(done[:, None, None, None], ctx_f[:, -1], frames)
-                self._steps = torch.where(done, torch.zeros_like(self._steps), self._steps)
-            self._obs = frames
-            if self.backend == "torch":
-                info = {"final_obs": final_frames.clone(), "_final_obs": done,
-                        "final_info": {}, "_final_info": done}
-            else:
-                info = {"_done": host_done, "_final_frames": final_frames}
-        else:  # DISABLED
-            self._nonfinite |= bad
-            self._steps = self._steps + 1
-            trunc = self._steps >= self._max_steps_t
-            self._prev_done = term | trunc
-            self._obs = frames
-
-        if self.backend == "torch" and self.device.type == "cuda" and mode == AutoresetMode.NEXT_STEP:
-            self._done_host.copy_(self._prev_done.any().view(1), non_blocking=True)
-            self._done_evt.record()
-            self._done_evt_valid = True
+        step_in_mode = {AutoresetMode.NEXT_STEP: self._step_next_step, AutoresetMode.SAME_STEP: self._step_same_step,
+                        AutoresetMode.DISABLED: self._step_disabled}[self.autoreset_mode]
+        reward, term, trunc, final = step_in_mode(frames, reward, term, bad)
         if self.backend == "torch":
+            info = {} if final is None else {"final_obs": final[1].clone(), "_final_obs": final[0],
+                                              "final_info": {}, "_final_info": final[0]}
             # fresh tensors: the sampler may reuse static output buffers (CUDA graphs)
             return self._obs.clone(), reward.clone(), term.clone(), trunc, info
-        return self._copy_out(reward, term, trunc, info)
+        return self._copy_out(reward, term, trunc, final)
+
+    def _step_next_step(self, frames, reward, term, bad):
+        """NEXT_STEP: envs that finished last step start anew now (reward 0, not terminated), as gymnasium's."""
+        prev = self._prev_done
+        self._nonfinite |= bad & ~prev
+        self._steps = torch.where(prev, torch.zeros_like(self._steps), self._steps + 1)
+        if self._need_reset(prev, self._host_prev_done):
+            ctx_f, ctx_a = self._bank_context(prev)
+            self._sampler_reset(ctx_f, ctx_a, prev)
+            frames = torch.where(prev[:, None, None, None], ctx_f[:, -1], frames)
+        reward = torch.where(prev, torch.zeros_like(reward), reward)
+        term = term & ~prev
+        trunc = (self._steps >= self._max_steps_t) & ~prev
+        self._prev_done = term | trunc
+        self._obs = frames
+        if self.backend == "torch" and self.device.type == "cuda":
+            self._done_host.copy_(self._prev_done.any().view(1), non_blocking=True)  # read by next step's _need_reset
+            self._done_evt.record()
+            self._done_evt_valid = True
+        return reward, term, trunc, None
+
+    def _step_same_step(self, frames, reward, term, bad):
+        """SAME_STEP: finished envs start anew within this step; their last frames come back as the final obs.
+        Returns `final` = (done mask, the frames they finished on)."""
+        self._nonfinite |= bad
+        self._steps = self._steps + 1
+        trunc = self._steps >= self._max_steps_t
+        done = term | trunc
+        final_frames = frames
+        host_done = done.cpu().numpy() if self.backend == "numpy" else None
+        if self._need_reset(done, host_done):
+            ctx_f, ctx_a = self._bank_context(done)
+            self._sampler_reset(ctx_f, ctx_a, done)
+            frames = torch.where(done[:, None, None, None], ctx_f[:, -1], frames)
+            self._steps = torch.where(done, torch.zeros_like(self._steps), self._steps)
+        self._obs = frames
+        return reward, term, trunc, (done if host_done is None else host_done, final_frames)
+
+    def _step_disabled(self, frames, reward, term, bad):
+        """DISABLED: nothing restarts by itself; the caller resets finished envs."""
+        self._nonfinite |= bad
+        self._steps = self._steps + 1
+        trunc = self._steps >= self._max_steps_t
+        self._prev_done = term | trunc
+        self._obs = frames
+        return reward, term, trunc, None
 
     def _need_reset(self, done: torch.Tensor, host_done: np.ndarray | None) -> bool:
         """Whether to run the (masked) sampler reset this step.
@@ -552,34 +554,27 @@ class WorldModelVectorEnv(VectorEnv):
             return [o.numpy() for o in outs]
         return [t.detach().cpu().numpy().copy() for t in tensors]
 
-    def _copy_out(self, reward, term, trunc, info):
-        extra = []
-        if "_final_frames" in info:
-            extra = [info["_final_frames"]]
+    def _copy_out(self, reward, term, trunc, final):
+        """numpy backend: one host copy of everything, NaN check, and SAME_STEP's final observations."""
+        extra = [] if final is None else [final[1]]
         obs, rew, te, tr, nonfinite, *rest = self._to_host(self._obs, reward, term, trunc, self._nonfinite, *extra)
         if nonfinite.any():
             raise NonFiniteOutputError(
                 f"world model produced NaN/inf output for envs {np.flatnonzero(nonfinite).tolist()} "
                 f"(world {self.world.name!r}); check the weights / use float32"
             )
-        rew = rew.astype(np.float32)
-        out_info: dict[str, Any] = {}
-        if self.autoreset_mode == AutoresetMode.SAME_STEP:
-            done = info["_done"]
+        info: dict[str, Any] = {}
+        if final is not None:
+            done = final[0]
             if done.any():
                 final_obs = np.full(self.num_envs, None, dtype=object)
                 for i in np.flatnonzero(done):  # host-side packaging of the few finished envs only
                     final_obs[i] = rest[0][i]
-                out_info = {
-                    "final_obs": final_obs,
-                    "_final_obs": done.copy(),
-                    "final_info": {},
-                    "_final_info": done.copy(),
-                }
+                info = {"final_obs": final_obs, "_final_obs": done.copy(), "final_info": {}, "_final_info": done.copy()}
             self._host_prev_done = np.zeros(self.num_envs, dtype=bool)
         else:
             self._host_prev_done = te | tr
-        return obs, rew, te, tr, out_info
+        return obs, rew.astype(np.float32), te, tr, info
 
     def _out_obs(self):
         if self.backend == "torch":
