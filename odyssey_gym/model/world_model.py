@@ -442,14 +442,10 @@ def write_safetensors_index(directory) -> Path:
         with safe_open(str(root / name), framework="pt") as sf:
             for k in sf.keys():
                 weight_map[k] = name
-                sl = sf.get_slice(k)
-                total += math.prod(sl.get_shape()) * _DTYPE_BYTES[sl.get_dtype()]
+                t = sf.get_tensor(k)
+                total += t.numel() * t.element_size()
     _write_index(root, weight_map, total)
     return root / INDEX_NAME
-
-
-_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
 def _write_config(out: Path, cfg: dict) -> None:
