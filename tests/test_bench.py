@@ -61,6 +61,9 @@ def test_bench_writes_no_file_unless_asked(tmp_path, monkeypatch, capsys):
     assert main(["bench", "--worlds", "doom-takecover", "--num-envs", "1", "--device", "cpu", "--steps", "2",
                  "--repeats", "1", "--latency-steps", "2", "--engine-workers", "1", "--engine-seconds", "1",
                  "--weights-root", str(root)]) == 0
-    assert "## Speed:" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "## Speed:" in out.out
+    # one bar over the measurements (1 env size + latency + engine), the result lines above it
+    assert "bench: 100%" in out.err and "3/3" in out.err and "doom-takecover num_envs 1:" in out.err
     # no report written into the current folder (ViZDoom itself leaves its _vizdoom.ini there)
     assert not [f.name for f in work.iterdir() if not f.name.startswith("_vizdoom")]

@@ -67,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="FILE",
                    help="markdown file to write (replace) the section in, e.g. BENCHMARKS.md (default: print it only)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar over the measurements")
     p.add_argument("--main-job", action="store_true",
                    help=f"also time the README main job: odyssey-gym {' '.join(MAIN_JOB)}")
 
@@ -438,6 +439,15 @@ def run(args: argparse.Namespace) -> int:
     failed = False
     print(f"bench on {machine['name']} (device {device}, torch {torch.__version__}, engine workers {workers})", file=sys.stderr)
 
+    from tqdm import tqdm
+
+    # one bar (ETA) over the measurements, each one's result line printed above it
+    bar = tqdm(total=len(specs) * (len(num_envs) + 2), desc="bench", unit="part", file=sys.stderr,
+               disable=args.no_progress, dynamic_ncols=True)
+
+    def say(line: str) -> None:
+        bar.write(line, file=sys.stderr)
+
     for spec in specs:
         w = {"world": spec.name, "frame": f"{spec.frame_size[0]}x{spec.frame_size[1]}", "frame_skip": spec.frame_skip,
              "weights": weights[spec.name] or f"shipped ({spec.name})", "env": []}
@@ -445,6 +455,7 @@ def run(args: argparse.Namespace) -> int:
         for n in num_envs:
             if stop_reason:
                 w["env"].append({"num_envs": n, "skipped": stop_reason})
+                bar.update(1)
                 continue
             r = time_env(spec.name, n, device, weights[spec.name], args)
             w["env"].append(r)
@@ -453,20 +464,22 @@ def run(args: argparse.Namespace) -> int:
                     stop_reason = f"out of memory at num_envs {n}"
                 else:
                     failed = True
-                print(f"  {spec.name} num_envs {n}: {'OOM' if r.get('oom') else 'FAILED'} {r['error']}", file=sys.stderr)
+                say(f"  {spec.name} num_envs {n}: {'OOM' if r.get('oom') else 'FAILED'} {r['error']}")
             else:
-                print(f"  {spec.name} num_envs {n}: {r['steps_per_s']:.3f} steps/s ({r['mode']})", file=sys.stderr)
+                say(f"  {spec.name} num_envs {n}: {r['steps_per_s']:.3f} steps/s ({r['mode']})")
+            bar.update(1)
         w["latency"] = time_latency(spec.name, device, weights[spec.name], args)
         failed |= "error" in w["latency"]
-        print(f"  {spec.name} latency: {w['latency']}", file=sys.stderr)
+        say(f"  {spec.name} latency: {w['latency']}")
+        bar.update(1)
         w["engine"] = engine_speed(spec.name, workers, args.engine_seconds)
         w["engine_1"] = w["engine"] if workers == 1 else engine_speed(spec.name, 1, args.engine_seconds)
         for e in (w["engine"], w["engine_1"]):
             if "error" in e:
                 failed = True
-                print(f"  {spec.name} engine x{e['workers']} FAILED:\n" + "\n".join(e.get("details", [])), file=sys.stderr)
-        print(f"  {spec.name} engine: x{workers} {w['engine'].get('steps_per_s')}, x1 {w['engine_1'].get('steps_per_s')} steps/s",
-              file=sys.stderr)
+                say(f"  {spec.name} engine x{e['workers']} FAILED:\n" + "\n".join(e.get("details", [])))
+        say(f"  {spec.name} engine: x{workers} {w['engine'].get('steps_per_s')}, x1 {w['engine_1'].get('steps_per_s')} steps/s")
+        bar.update(1)
         ok = [r for r in w["env"] if "steps_per_s" in r]
         if ok:
             best = max(ok, key=lambda r: r["steps_per_s"])
@@ -478,6 +491,8 @@ def run(args: argparse.Namespace) -> int:
             w["ratio_1_vs_1_engine"] = (w["env1_rate"] / w["engine_1"]["steps_per_s"]
                                         if w["env1_rate"] and w["engine_1"].get("steps_per_s") else None)
         res["worlds"].append(w)
+
+    bar.close()
 
     if args.main_job:
         res["main_job"] = main_job(args.weights_root, args.device)
