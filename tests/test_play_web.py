@@ -133,6 +133,18 @@ def test_slot_table():
 # ------------------------------------------------------------------------------------------ the app
 
 
+def test_on_ready_runs_once_when_players_can_join(weights):
+    resets, calls = [], []
+    game = make_game(weights, spy=resets)
+    app = create_app(game, on_ready=lambda: calls.append(len(resets)))
+    assert calls == []  # not before the server starts
+    with TestClient(app) as client:
+        assert calls == [1]  # once, after the env's full reset gave every slot its start
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+    assert len(calls) == 1
+
+
 def test_frames_actions_and_latency_echo(weights):
     game = make_game(weights)
     with TestClient(create_app(game)) as client:

@@ -458,8 +458,9 @@ class GameServer:
 # ---------------------------------------------------------------------------------------- the app
 
 
-def create_app(game: GameServer):
-    """The Starlette app: / (page), /static, /ws (play), /stats (JSON), /record/<player>.mp4."""
+def create_app(game: GameServer, on_ready=None):
+    """The Starlette app: / (page), /static, /ws (play), /stats (JSON), /record/<player>.mp4.
+    `on_ready()` runs once the model is loaded and every slot reset, i.e. when players can join."""
     from starlette.applications import Starlette
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route, WebSocketRoute
@@ -481,6 +482,8 @@ def create_app(game: GameServer):
     @asynccontextmanager
     async def lifespan(app):
         await game.start()
+        if on_ready is not None:
+            on_ready()
         try:
             yield
         finally:
@@ -548,10 +551,10 @@ def _header_timeout_protocol(seconds: float):
     return HeaderTimeoutH11
 
 
-def _uvicorn_server(game: GameServer, host: str, port: int):
+def _uvicorn_server(game: GameServer, host: str, port: int, on_ready=None):
     import uvicorn
 
-    cfg = uvicorn.Config(create_app(game), host=host, port=port, log_level="warning", lifespan="on",
+    cfg = uvicorn.Config(create_app(game, on_ready), host=host, port=port, log_level="warning", lifespan="on",
                          ws_max_size=WS_MAX_BYTES, ws_per_message_deflate=False,
                          http=_header_timeout_protocol(game.config.header_timeout_s))
     return uvicorn.Server(cfg)
@@ -560,10 +563,15 @@ def _uvicorn_server(game: GameServer, host: str, port: int):
 def run_server(config: WebConfig) -> None:
     """Serve until interrupted (the `odyssey-gym play --web` command)."""
     game = GameServer(config)
-    server = _uvicorn_server(game, config.host, config.port)
     shown = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"odyssey-gym play --web: {game.world.name} for up to {config.max_players} players; "
-          f"open http://{shown}:{config.port}/ (loading the model first...)", flush=True)
+    url = f"http://{shown}:{config.port}/"
+
+    def ready() -> None:
+        print(f"odyssey-gym play --web: ready: players can join at {url}", flush=True)
+
+    server = _uvicorn_server(game, config.host, config.port, on_ready=ready)
+    print(f"odyssey-gym play --web: {game.world.name} for up to {config.max_players} players at {url} "
+          f"(loading the model first...)", flush=True)
     server.run()
 
 
