@@ -198,7 +198,6 @@ class Sampler:
         seeds = torch.as_tensor(seeds).to(dev, torch.int64).reshape(B)
 
         kP = k * self.P
-        last = torch.empty(B, *self.latent_shape, device=dev, dtype=self.dtype)
         for r in range(0, B, self.prefill_rows):  # rows are independent; a chunk bounds the pass's memory
             rows = slice(r, min(r + self.prefill_rows, B))
             z = self.model.encode_frames(frames[rows])  # (b, k, C, h, w)
@@ -216,12 +215,11 @@ class Sampler:
                     c[:, :, :kP].copy_(torch.where(m, part, c[:, :, :kP]))
                     c[:, :, kP:].masked_fill_(m, 0)
                 kvs[layer] = None
-            last[rows] = z[:, -1]
+            self.last_latent[rows] = torch.where(m, z[:, -1], self.last_latent[rows])
         self.ptr.copy_(torch.where(mask, k, self.ptr))  # k <= K < R: slots 0..k-1 hold the context
         self.valid.copy_(torch.where(mask, k, self.valid))
         self.frame_idx.copy_(torch.where(mask, k, self.frame_idx))
         self.seeds.copy_(torch.where(mask, seeds, self.seeds))
-        self.last_latent.copy_(torch.where(mask.view(B, 1, 1, 1), last, self.last_latent))
 
     # -- step
 
