@@ -12,22 +12,28 @@ import numpy as np
 import torch
 
 
-def _fits(nbytes: int, device: torch.device, frac: float) -> bool:
+def _fits(nbytes: int, device: torch.device, frac: float, already_there: bool = False) -> bool:
+    """Whether `nbytes` may live on `device`: at most `frac` of its memory, and (unless the tensor is already
+    there, its bytes then counted as used) at most 80% of what is free now (another process may hold the rest)."""
     if device.type != "cuda":
         return True
     total = torch.cuda.get_device_properties(device).total_memory
+    if nbytes > frac * total:
+        return False
+    if already_there:
+        return True
     free, _ = torch.cuda.mem_get_info(device)
-    return nbytes <= frac * total and nbytes <= 0.8 * free
+    return nbytes <= 0.8 * free
 
 
 def _to(x: np.ndarray | torch.Tensor, device: torch.device, frac: float, what: str, log=None) -> torch.Tensor:
     t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
     if device.type == "cuda":
-        if _fits(t.numel() * t.element_size(), device, frac):
+        if _fits(t.numel() * t.element_size(), device, frac, already_there=t.device.type == "cuda"):
             return t.to(device, non_blocking=False)
         if log:
             log(f"{what}: {t.numel() * t.element_size() / 2**30:.1f} GiB does not fit the GPU budget; kept in pinned CPU memory")
-        return t.pin_memory()
+        return t.cpu().pin_memory()  # a tensor made on the GPU (the encoded latents) comes back to the host first
     return t
 
 
