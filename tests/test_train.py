@@ -307,6 +307,53 @@ def test_unroll_context_replaces_only_the_tail(objective):
         assert mask[:2].tolist() == [[False] * 5 + [True]] * 2 and mask[2:].all()
 
 
+def test_gpu_residency_counts_a_tensor_already_on_the_gpu_as_used(monkeypatch):
+    """Latents encoded on a GPU that another job shares: their own bytes are not 'free', so only the budget
+    fraction decides (the free-memory check would send them to the host, where they would have to be moved)."""
+    from types import SimpleNamespace
+
+    from odyssey_gym.train import resident
+
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=140 * gib))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (2 * gib, 140 * gib))
+    cuda = torch.device("cuda")
+    assert not resident._fits(3 * gib, cuda, 0.3)  # a host tensor: 3 GiB would not fit the 2 GiB free
+    assert resident._fits(3 * gib, cuda, 0.3, already_there=True)  # already on the GPU: stays
+    assert not resident._fits(50 * gib, cuda, 0.3, already_there=True)  # over the budget fraction: moves out
+    assert resident._fits(50 * gib, torch.device("cpu"), 0.3)
+
+
+def test_unroll_depth_compounds_errors_as_open_loop():
+    """Each further pass re-samples the unrolled frames from the last pass's: frame k of the unroll changes
+    until pass k + 1 and then stays (the sequential rollout's fixed point); depth 1 is the one-step unroll."""
+    from odyssey_gym.train.steps import unroll_context
+
+    from odyssey_gym.model import Dynamics, DynamicsConfig
+
+    torch.manual_seed(0)
+    dyn = Dynamics(DynamicsConfig(latent_channels=4, latent_size=(2, 2), patch_size=1, n_layer=1, n_head=2, n_embd=32,
+                                  action_dim=3, context_frames=6, max_frames=8, objective="teacher_forcing",
+                                  start_from="previous"))
+    with torch.no_grad():
+        dyn.out.weight.normal_(0, 0.5)
+        dyn.out.bias.normal_(0, 0.5)
+    z = torch.randn(2, 8, 4, 2, 2)
+    b = {"z": z, "actions": torch.rand(2, 8, 3)}
+    sigmas = [1e-6, 0.0]  # starting noise too small to matter: the passes are comparable frame by frame
+    u, lo = 3, 8 - 1 - 3
+    out = {d: unroll_context(dyn, b, n_rows=2, unroll_len=u, sigmas=sigmas, depth=d)["context_z"] for d in (1, 2, 3, 4)}
+    close = lambda d1, d2, k: torch.allclose(out[d1][:, lo + k], out[d2][:, lo + k], atol=1e-4)  # noqa: E731
+    assert all(torch.equal(o[:, :lo], z[:, :lo]) and torch.equal(o[:, 7], z[:, 7]) for o in out.values())
+    assert close(1, 4, 0) and not close(1, 4, 1) and not close(1, 4, 2)  # depth 1: only frame 0 is final
+    assert close(2, 4, 1) and not close(2, 4, 2)  # depth 2: frames 0-1 final
+    assert close(3, 4, 2)  # depth >= unroll_len: the whole unroll is the sequential rollout
+    with pytest.raises(Exception, match="unroll_depth"):
+        from odyssey_gym.train.config import TrainConfig
+
+        TrainConfig(unroll_depth=0).validate()
+
+
 def test_campaign_legs_append_to_the_summary(dataset, tmp_path):
     """A leg from landed weights continues their campaign log: legs, cumulative totals, every seed, no paths."""
     from odyssey_gym.train.campaign import load_summary

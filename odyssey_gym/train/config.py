@@ -78,6 +78,9 @@ class TrainConfig:
     unroll_len: int = 2
     unroll_batch_frac: float = 0.5
     unroll_steps: int = 1  # sampling steps of those generations (the shipped sampler's count is the honest choice)
+    # teacher forcing: passes over the unrolled frames, each sampling them from the previous pass's frames, so
+    # frame k of the unroll carries min(k + 1, depth) compounded errors as in open-loop play (1: one-step errors)
+    unroll_depth: int = 1
 
     # --- stabilisers
     ema_decay: float = 0.999
@@ -113,6 +116,7 @@ class TrainConfig:
             need(int(getattr(self, k)) >= 1, k, "must be >= 1")
         need(self.dyn_window >= 2, "dyn_window", "must be >= 2 (context + next frame)")
         need(int(self.unroll_steps) >= 1, "unroll_steps", "must be >= 1")
+        need(int(self.unroll_depth) >= 1, "unroll_depth", "must be >= 1")
         need(self.unroll_len < self.dyn_window, "unroll_len", f"must be < dyn_window ({self.dyn_window})")
         need(0.0 <= self.unroll_start_frac <= 1.0, "unroll_start_frac", "must lie in [0, 1]")
         need(0.0 <= self.unroll_batch_frac <= 1.0, "unroll_batch_frac", "must lie in [0, 1]")

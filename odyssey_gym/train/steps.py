@@ -155,12 +155,14 @@ def dyn_loss(dyn, b: dict[str, torch.Tensor], **kw):
 
 
 @torch.no_grad()
-def unroll_context(dyn, b: dict[str, torch.Tensor], n_rows: int, unroll_len: int, sigmas) -> dict:
+def unroll_context(dyn, b: dict[str, torch.Tensor], n_rows: int, unroll_len: int, sigmas, depth: int = 1) -> dict:
     """Self-forcing-lite: the first `n_rows` windows see frames T-1-u .. T-2 as the model's own samples.
 
     Teacher forcing: those context frames become the model's few-step samples (all frames sampled at once,
-    each from the true frames before it, `sigmas` the sampler's schedule); every frame stays a target with
-    its true value, so the frames after them learn to correct the model's own errors. Returns {"context_z"}.
+    `sigmas` the sampler's schedule); every frame stays a target with its true value, so the frames after them
+    learn to correct the model's own errors. The first pass samples each frame from the true frames before it;
+    each of the `depth` - 1 further passes samples them again from the last pass's frames, so errors compound
+    as they do open-loop (depth >= unroll_len gives the sequential rollout's dependence). Returns {"context_z"}.
     Diffusion forcing: the frames are regenerated one at a time with 1-step predictions and those rows
     train only on the true last frame. Returns {"z", "loss_mask"}.
     """
@@ -169,8 +171,9 @@ def unroll_context(dyn, b: dict[str, torch.Tensor], n_rows: int, unroll_len: int
     rows = slice(0, n_rows)
     lo = T - 1 - unroll_len
     if dyn.config.objective == "teacher_forcing":
-        gen = dyn.sample_teacher_forced(z[rows], b["actions"][rows], sigmas)
-        z[rows, lo:T - 1] = gen[:, lo:T - 1].to(z.dtype)
+        for _ in range(depth):
+            gen = dyn.sample_teacher_forced(z[rows], b["actions"][rows], sigmas)
+            z[rows, lo:T - 1] = gen[:, lo:T - 1].to(z.dtype)
         return {"context_z": z}
     for p in range(lo, T - 1):
         z[rows, p] = dyn.predict_next(z[rows, :p], b["actions"][rows, : p + 1]).to(z.dtype)

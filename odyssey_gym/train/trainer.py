@@ -370,11 +370,11 @@ def ae_phase(s: Setup, run: RunState) -> Phase:
                       tc.ae_steps, tc.ae_lr, tc.ae_weight_decay, tc.ae_warmup_steps)
 
 
-def dyn_objective(dyn: torch.nn.Module, b: dict[str, Any], unroll_len: int, unroll_sigmas):
+def dyn_objective(dyn: torch.nn.Module, b: dict[str, Any], unroll_len: int, unroll_sigmas, unroll_depth: int = 1):
     if b["unroll"]:
         # self-forcing-lite: the last `unroll_len` context frames of the first rows become the
         # model's own samples (no grad); the targets stay the true frames.
-        kw = steps.unroll_context(dyn, b, b["unroll"], unroll_len, unroll_sigmas)
+        kw = steps.unroll_context(dyn, b, b["unroll"], unroll_len, unroll_sigmas, unroll_depth)
         if "z" in kw:
             b = {**b, "z": kw.pop("z")}
         return steps.dyn_loss(dyn, b, **kw)
@@ -395,7 +395,7 @@ def dyn_batch(s: Setup, step: int) -> dict[str, Any]:
 
 def dyn_phase(s: Setup, run: RunState) -> Phase:
     tc = s.tc
-    objective = functools.partial(dyn_objective, unroll_len=tc.unroll_len,
+    objective = functools.partial(dyn_objective, unroll_len=tc.unroll_len, unroll_depth=tc.unroll_depth,
                                   unroll_sigmas=run.model.config.sigma_schedule(tc.unroll_steps))
     return make_phase(s, run, "dyn", run.model.dynamics, run.ema.dynamics, objective, dyn_batch,
                       tc.dyn_steps, tc.dyn_lr, tc.dyn_weight_decay, tc.dyn_warmup_steps)
