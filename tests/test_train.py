@@ -348,9 +348,9 @@ def test_unroll_depth_compounds_errors_as_open_loop():
     assert close(1, 4, 0) and not close(1, 4, 1) and not close(1, 4, 2)  # depth 1: only frame 0 is final
     assert close(2, 4, 1) and not close(2, 4, 2)  # depth 2: frames 0-1 final
     assert close(3, 4, 2)  # depth >= unroll_len: the whole unroll is the sequential rollout
-    with pytest.raises(Exception, match="unroll_depth"):
-        from odyssey_gym.train.config import TrainConfig
+    from odyssey_gym.train.config import ConfigError, TrainConfig
 
+    with pytest.raises(ConfigError, match="unroll_depth"):
         TrainConfig(unroll_depth=0).validate()
 
 
