@@ -42,9 +42,10 @@ def assert_match(got, ref, rows=slice(None)):
     assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01
 
 
-@pytest.mark.parametrize("k,steps,cn,start", [(2, 2, 0.1, "noise"), (4, 1, 0.0, "noise"), (2, 2, 0.1, "previous")])
-def test_cached_sampler_matches_reference_across_ring_wrap(k, steps, cn, start):
-    m = tiny_model(context_noise=cn, dynamics={"start_from": start})
+@pytest.mark.parametrize("k,steps,cn,start,renoise", [(2, 2, 0.1, "noise", "ddim"), (4, 1, 0.0, "noise", "ddim"),
+                                                       (2, 2, 0.1, "previous", "ddim"), (2, 3, 0.0, "previous", "fresh")])
+def test_cached_sampler_matches_reference_across_ring_wrap(k, steps, cn, start, renoise):
+    m = tiny_model(context_noise=cn, renoise=renoise, dynamics={"start_from": start})
     K = m.config.context_frames
     N = 3 * K  # the ring buffer wraps several times
     frames, ctx_a, acts = data(2, k, N)
@@ -266,3 +267,27 @@ def test_sampler_flags_nonfinite_latents_per_env():
     with torch.no_grad():
         s.step(acts[:, 1])
     assert s.nonfinite.tolist()[1] is True
+
+
+def test_fresh_renoise_changes_later_passes_only():
+    """"fresh" draws new noise for the passes after the first: one pass is unchanged, more passes differ from DDIM,
+    and the frames stay a pure function of the env's seed and history."""
+    frames, ctx_a, acts = data(2, 2, 4)
+    seeds = torch.tensor([5, 6])
+    out = {}
+    for renoise in ("ddim", "fresh"):
+        for steps in (1, 3):
+            m = tiny_model(renoise=renoise, dynamics={"start_from": "previous"})
+            s = Sampler(m, batch_size=2, device="cpu", sampling_steps=steps)
+            s.reset(frames, ctx_a, seeds=seeds)
+            out[renoise, steps] = run(s, acts)["latents"]
+    torch.testing.assert_close(out["ddim", 1], out["fresh", 1])
+    assert (out["ddim", 3] - out["fresh", 3]).abs().max() > 1e-3
+    m = tiny_model(dynamics={"start_from": "previous"})
+    s = Sampler(m, batch_size=2, device="cpu", sampling_steps=3, renoise="fresh")  # the override wins over the config
+    s.reset(frames, ctx_a, seeds=seeds)
+    torch.testing.assert_close(run(s, acts)["latents"], out["fresh", 3])
+    with pytest.raises(ValueError, match="renoise"):
+        Sampler(m, batch_size=2, device="cpu", renoise="ancestral")
+    with pytest.raises(ValueError, match="renoise"):
+        tiny_model(renoise="ancestral")

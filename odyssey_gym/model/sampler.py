@@ -24,7 +24,7 @@ import warnings
 import torch
 
 from .autoencoder import tensor_to_frames
-from .world_model import WorldModel
+from .world_model import RENOISE, WorldModel
 
 CLEAN_PASS = 255  # noise stream of the clean (context-writing) pass; denoising pass i uses stream i
 TERM_STREAM = 254  # the uniform that decides a sampled termination
@@ -79,6 +79,18 @@ def hash_noise(seed: torch.Tensor, frame: torch.Tensor, stream: int, shape) -> t
     return z.view(-1, *shape)
 
 
+def next_pass_input(z0: torch.Tensor, x: torch.Tensor, sigma: float, sigma_next: float, fresh=None) -> torch.Tensor:
+    """Input of the next denoising pass at level `sigma_next` from this pass's input `x` at `sigma` and its
+    prediction `z0`. DDIM (fresh None) keeps x's noise direction, (x - z0) / sigma; with `start_from="previous"`
+    that direction also holds the previous frame minus the prediction, an input training never showed the model
+    below sigma_max. `fresh` (standard normal noise) re-noises the prediction instead, as training noised frames."""
+    if sigma_next == 0:
+        return z0
+    if fresh is None:
+        return z0 + (sigma_next / sigma) * (x - z0)
+    return z0 + (sigma_next * fresh).to(z0.dtype)
+
+
 # ---------------------------------------------------------------------------- the sampler
 
 
@@ -91,6 +103,8 @@ class Sampler:
         device, dtype: where/how to run (dtype None keeps the model's; bf16 on GPU is the fast path).
         sampling_steps: denoising passes per frame (None: the model's `sampling_steps`).
         context_noise: sigma of frames entering the context (None: the model's `context_noise`).
+        renoise: input of the passes after the first, "ddim" or "fresh" (None: the model's `renoise`; see
+            `next_pass_input`).
         compile: torch.compile the step and capture it in a CUDA graph (CUDA only; ignored elsewhere).
         cuda_graph: capture the (eager) step in a CUDA graph (CUDA only; ignored elsewhere).
         seed: seeds the host generator that picks per-env seeds when `reset` is given none.
@@ -107,8 +121,8 @@ class Sampler:
     """
 
     def __init__(self, model: WorldModel, batch_size: int, device=None, dtype: torch.dtype | None = None,
-                 sampling_steps: int | None = None, context_noise: float | None = None, compile: bool = False,
-                 cuda_graph: bool = False, seed: int = 0, termination: str = "threshold",
+                 sampling_steps: int | None = None, context_noise: float | None = None, renoise: str | None = None,
+                 compile: bool = False, cuda_graph: bool = False, seed: int = 0, termination: str = "threshold",
                  prefill_rows: int | None = None):
         device = torch.device(device) if device is not None else model.device
         self.model = model.to(device=device, dtype=dtype).eval()
@@ -124,6 +138,10 @@ class Sampler:
         self.sampling_steps = int(sampling_steps or cfg.sampling_steps)
         self.sigmas = cfg.sigma_schedule(self.sampling_steps)
         self.context_noise = float(cfg.context_noise if context_noise is None else context_noise)
+        self.renoise = cfg.renoise if renoise is None else renoise
+        if self.renoise not in RENOISE:
+            raise ValueError(f"renoise must be one of {RENOISE}, got {self.renoise!r}")
+        self._fresh = self.renoise == "fresh"
         if not isinstance(termination, str) or termination not in TERMINATION_MODES:
             raise ValueError(f"termination must be one of {TERMINATION_MODES}, got {termination!r}")
         # "sample": terminate with the head's probability, as World Models sampled its done flag, so an agent
@@ -295,7 +313,8 @@ class Sampler:
         z0 = x
         for i in range(len(sig) - 1):
             z0 = dyn.forward_cached(x, self._sig[i], actions, pos, caches, self.ptr, key_valid)[0]
-            x = z0 if sig[i + 1] == 0 else z0 + (sig[i + 1] / sig[i]) * (x - z0)
+            fresh = hash_noise(self.seeds, self.frame_idx, i + 1, self.latent_shape) if self._fresh else None
+            x = next_pass_input(z0, x, sig[i], sig[i + 1], fresh)
 
         # clean pass: the frame's final KV stays in its slot (it becomes context) and the heads read it
         clean = z0
@@ -323,7 +342,7 @@ class Sampler:
 
 @torch.no_grad()
 def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds, sampling_steps: int | None = None,
-                      context_noise: float | None = None) -> dict[str, torch.Tensor]:
+                      context_noise: float | None = None, renoise: str | None = None) -> dict[str, torch.Tensor]:
     """The sampler's semantics without a cache: every pass recomputes the whole history since reset with
     the frame-causal sliding-window mask (window K), so each frame sees exactly what it saw in the cache.
 
@@ -337,6 +356,7 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
     steps = int(sampling_steps or cfg.sampling_steps)
     sig = cfg.sigma_schedule(steps)
     cn = float(cfg.context_noise if context_noise is None else context_noise)
+    fresh_noise = (cfg.renoise if renoise is None else renoise) == "fresh"
     frames = torch.as_tensor(frames).to(dev)
     seeds = torch.as_tensor(seeds).to(dev, torch.int64)
     hist_a = torch.as_tensor(context_actions).to(dev, dt)
@@ -366,7 +386,8 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
         for i in range(len(sig) - 1):
             s = torch.cat([s_ctx, torch.full((B, 1), sig[i], device=dev)], dim=1)
             z0 = dyn(torch.cat([hist, x[:, None]], dim=1), s, acts)[0][:, -1]
-            x = z0 if sig[i + 1] == 0 else z0 + (sig[i + 1] / sig[i]) * (x - z0)
+            fresh = hash_noise(seeds, torch.full((B,), fi, device=dev), i + 1, shape) if fresh_noise else None
+            x = next_pass_input(z0, x, sig[i], sig[i + 1], fresh)
         clean = ctx_input(z0, fi)
         s = torch.cat([s_ctx, torch.full((B, 1), cn, device=dev)], dim=1)
         _, r, t = dyn(torch.cat([hist, clean[:, None]], dim=1), s, acts)

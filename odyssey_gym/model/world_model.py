@@ -32,6 +32,7 @@ WEIGHTS_FORMAT = "odyssey-gym-weights"
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"
 MAX_SHARD_BYTES = 16 * 1024 * 1024
+RENOISE = ("ddim", "fresh")
 
 
 @dataclass
@@ -43,6 +44,9 @@ class WorldModelConfig:
     latent_std: list[float] | None = None  # per latent channel (None: 1)
     sampling_steps: int = 2  # denoising passes per generated frame
     context_noise: float = 0.0  # sigma at which generated frames enter the context at inference
+    # input of each denoising pass after the first (see `next_pass_input`): "ddim" keeps the first pass's noise
+    # direction, "fresh" noises the prediction anew, as training noised every frame below sigma_max
+    renoise: str = "ddim"
     model_version: int = MODEL_VERSION
 
     def __post_init__(self):
@@ -194,6 +198,8 @@ def _check_values(cfg: WorldModelConfig) -> None:
         raise ValueError(f"sampling_steps must be an integer >= 1, got {cfg.sampling_steps!r}")
     if not _is_number(cfg.context_noise) or not 0.0 <= cfg.context_noise < math.inf:
         raise ValueError(f"context_noise must be a finite number >= 0, got {cfg.context_noise!r}")
+    if cfg.renoise not in RENOISE:
+        raise ValueError(f"renoise must be one of {RENOISE}, got {cfg.renoise!r}")
     if cfg.latent_mean is not None or cfg.latent_std is not None:
         C = cfg.ae.latent_channels
         _check_latent_stats(cfg.latent_mean or [0.0] * C, cfg.latent_std or [1.0] * C)
