@@ -28,6 +28,10 @@ def add_arguments(p) -> None:
     p.add_argument("--latency-steps", type=int, default=300)
     p.add_argument("--throughput-batch", type=int, default=256)
     p.add_argument("--sampling-steps", type=int, default=None)
+    p.add_argument("--renoise", default=None, choices=["ddim", "fresh"],
+                   help="input of the denoising passes after the first (default: the weights' `renoise`)")
+    p.add_argument("--context-noise", type=float, default=None,
+                   help="sigma at which generated frames enter the context (default: the weights' `context_noise`)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                    help="auto: bfloat16 on CUDA (the serving path), float32 on CPU")
     p.add_argument("--compile", action="store_true", help="CUDA graphs / torch.compile in the timed sampler")
@@ -74,6 +78,13 @@ def run(args) -> int:
     if model.config.world != spec.name:
         raise SystemExit(f"weights are for world {model.config.world!r}, not {spec.name!r}")
     model.eval()
+    # every sampler of this eval (env, heads, speed, rollout) reads these from the model's config
+    if args.renoise is not None:
+        model.config.renoise = args.renoise
+    if args.context_noise is not None:
+        if not 0.0 <= args.context_noise < float("inf"):
+            raise SystemExit(f"--context-noise must be a finite number >= 0, got {args.context_noise}")
+        model.config.context_noise = args.context_noise
     k = model.config.context_frames
     data = open_dataset(args.data, world=spec)
     flat = data.flat(spec)
@@ -87,6 +98,8 @@ def run(args) -> int:
         "data": {"dirs": [_name(d) for d in args.data], "frames": int(len(flat.frames)), "episodes": int(flat.first.sum()),
                  "seeds": sorted({int(e["seed"]) for e in data.episodes})},
         "context_frames": k,
+        "sampler": {"sampling_steps": int(args.sampling_steps or model.config.sampling_steps),
+                    "renoise": model.config.renoise, "context_noise": model.config.context_noise},
     }
     t0 = time.time()
     skw = {} if args.sampling_steps is None else {"sampling_steps": args.sampling_steps}
