@@ -114,6 +114,29 @@ def test_reset_in_row_chunks_matches_one_pass(rows):
     torch.testing.assert_close(run_b["latents"], run_a["latents"], rtol=1e-4, atol=1e-4)
 
 
+def test_partial_reset_computes_only_the_rows_it_resets(monkeypatch):
+    """A player's reset on a shared server must cost one row's prefill, not the batch's: count the rows encoded."""
+    m = tiny_model()
+    K = m.config.context_frames
+    frames, ctx_a, _ = data(6, K, 1, seed=5)
+    s = Sampler(m, 6, "cpu", prefill_rows=4)
+    s.reset(frames, ctx_a)
+    seen = []
+    real = m.encode_frames
+
+    def encode(f):
+        seen.append(f.shape[0])
+        return real(f)
+
+    monkeypatch.setattr(m, "encode_frames", encode)
+    s.reset(frames, ctx_a, mask=torch.tensor([False, False, False, False, True, False]))
+    assert seen == [1]
+    s.reset(frames, ctx_a, mask=torch.zeros(6, dtype=torch.bool))  # nothing to reset: nothing computed
+    assert seen == [1]
+    s.reset(frames, ctx_a)
+    assert seen == [1, 4, 2]
+
+
 def test_prefill_rows_default_and_validation():
     m = tiny_model()
     assert Sampler(m, 8, "cpu").prefill_rows == 2  # bounded on a CPU

@@ -538,7 +538,7 @@ class WorldModelVectorEnv(VectorEnv):
             return bool(done.any())
         if self.device.type == "cuda" and self.autoreset_mode == AutoresetMode.NEXT_STEP and self._done_evt_valid:
             # Wait for the previous step's one-byte flag: the host stays at most one step ahead of the GPU,
-            # and the batch-wide context prefill runs only on steps where some env really finished.
+            # and the context prefill (of the finished envs only) runs only on steps where some env really finished.
             # (Running it unconditionally cost 8x: 460 ms vs 59 ms per step at 256 envs on an H100.)
             self._done_evt.synchronize()
             return bool(self._done_host[0])

@@ -197,8 +197,8 @@ class Sampler:
 
         frames: uint8 (B, k, H, W, 3) with 1 <= k <= K (torch or numpy); actions: (B, k, A) float, the action
         that led INTO each context frame; mask: (B,) bool (None: all); seeds: (B,) int (None: drawn from
-        the sampler's host generator). The context is encoded and run through one clean pass (fixed shapes,
-        all B rows; torch.where keeps the rows not reset).
+        the sampler's host generator). The context of the rows being reset is encoded and run through one
+        clean pass, `prefill_rows` rows at a time; the other rows are not computed at all.
         """
         B, K, dev = self.B, self.K, self.device
         frames = torch.as_tensor(frames).to(dev)
@@ -216,8 +216,11 @@ class Sampler:
         seeds = torch.as_tensor(seeds).to(dev, torch.int64).reshape(B)
 
         kP = k * self.P
-        for r in range(0, B, self.prefill_rows):  # rows are independent; a chunk bounds the pass's memory
-            rows = slice(r, min(r + self.prefill_rows, B))
+        # only the rows being reset are encoded and prefilled (one host sync, outside the hot path): a player's
+        # reset on a shared server costs one row's pass, not the whole batch's
+        idx = mask.nonzero().flatten()
+        for r in range(0, idx.numel(), self.prefill_rows):  # rows are independent; a chunk bounds the pass's memory
+            rows = idx[r: r + self.prefill_rows]
             z = self.model.encode_frames(frames[rows])  # (b, k, C, h, w)
             b = z.shape[0]
             if self.context_noise > 0:
@@ -226,14 +229,12 @@ class Sampler:
                 z = z + self.context_noise * eps.view(b, k, *self.latent_shape).to(z.dtype)
             sigma = torch.full((b, k), self.context_noise, device=dev)
             *_, kvs = self.model.dynamics(z, sigma, actions[rows], return_kv=True)
-            m = mask[rows].view(b, 1, 1, 1)
             for layer in range(self.L):  # in place, a layer at a time: no cache-sized temporaries
                 for cache, part in zip((self.k_cache, self.v_cache), kvs[layer]):
-                    c = cache[layer, rows]
-                    c[:, :, :kP].copy_(torch.where(m, part, c[:, :, :kP]))
-                    c[:, :, kP:].masked_fill_(m, 0)
+                    cache[layer, rows, :, :kP] = part
+                    cache[layer, rows, :, kP:] = 0
                 kvs[layer] = None
-            self.last_latent[rows] = torch.where(m, z[:, -1], self.last_latent[rows])
+            self.last_latent[rows] = z[:, -1]
         self.ptr.copy_(torch.where(mask, k, self.ptr))  # k <= K < R: slots 0..k-1 hold the context
         self.valid.copy_(torch.where(mask, k, self.valid))
         self.frame_idx.copy_(torch.where(mask, k, self.frame_idx))

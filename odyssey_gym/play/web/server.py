@@ -70,7 +70,7 @@ class WebConfig:
     idle_timeout_s: float = 120.0  # a player who sends nothing this long gives the slot back; 0: never
     max_per_address: int = 4  # players from one remote address (loopback is not capped); 0: no cap
     messages_per_s: float = 120.0  # per player, bursts of twice that; over it, messages are dropped
-    resets_per_s: float = 1.0  # per player (each reset re-runs the context prefill), bursts of 3
+    resets_per_s: float = 1.0  # per player (each reset re-runs its slot's context prefill), bursts of 3
     recordings_per_min: float = 6.0  # per player, bursts of 2
     header_timeout_s: float = 10.0  # a connection that has not sent its request headers by then is closed
 
