@@ -188,3 +188,81 @@ def test_slow_headers_are_cut_off(weights):
         s.close()
     finally:
         srv.stop()
+
+
+GUARDED = {}  # the server's default limits
+UNGUARDED = {"messages_per_s": 0, "resets_per_s": 0, "recordings_per_min": 0}
+
+
+@pytest.mark.parametrize("limits,keeps", [(GUARDED, True), (UNGUARDED, False)], ids=["guarded", "unguarded"])
+def test_an_abusive_client_leaves_a_good_player_its_fps(weights, limits, keeps):
+    """One client floods keys, spams resets and asks for recordings over a real socket while another plays. With
+    the server's limits the good player keeps >= 90% of the frames a second it got before the attack; without
+    them (the control) the reset spam, each reset costing more than a tick, takes that away."""
+    reset_cost_s = 0.07  # the tick is 50 ms
+    import asyncio
+
+    import websockets
+
+    game = make_game(weights, fps=20.0, record_seconds=1.0, **limits)
+    real_reset = game.env.reset
+
+    def slow_reset(**kw):  # a player's reset costs what a large model's prefill does: more than a tick
+        if (kw.get("options") or {}).get("reset_mask") is not None:
+            time.sleep(reset_cost_s)
+        return real_reset(**kw)
+
+    game.env.reset = slow_reset
+    srv = serve_in_thread(game)
+    window = 4.0
+
+    async def count_frames(ws, seconds):
+        n, end = 0, time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                m = await asyncio.wait_for(ws.recv(), left)
+            except asyncio.TimeoutError:
+                break
+            n += isinstance(m, bytes)
+        return n
+
+    async def attack(ws, stop):
+        i = loops = 0
+        try:
+            while not stop.is_set():
+                for _ in range(50):
+                    i += 1
+                    await ws.send(json.dumps({"type": "keys", "seq": i, "keys": ["w"]}))
+                await ws.send(json.dumps({"type": "reset"}))
+                loops += 1
+                if loops % 20 == 0:  # a recording asked for every ~0.2 s
+                    await ws.send(json.dumps({"type": "record"}))
+                await asyncio.sleep(0.01)  # ~5,000 messages a second
+        except websockets.ConnectionClosed:  # the server may also end the attack by closing the abuser
+            pass
+        return i
+
+    async def scenario():
+        uri = f"ws://127.0.0.1:{srv.port}/ws"
+        async with websockets.connect(uri, max_size=None) as good, websockets.connect(uri, max_size=None) as bad:
+            json.loads(await good.recv()), json.loads(await bad.recv())
+            await good.send(json.dumps({"type": "keys", "seq": 1, "keys": ["a"]}))
+            await count_frames(good, 0.5)  # warm up
+            drain = asyncio.ensure_future(count_frames(bad, 3 * window))  # the abuser reads its frames too
+            before = await count_frames(good, window)
+            stop = asyncio.Event()
+            flood = asyncio.ensure_future(attack(bad, stop))
+            during = await count_frames(good, window)
+            stop.set()
+            sent = await flood
+            drain.cancel()
+            return before, during, sent
+
+    try:
+        before, during, sent = asyncio.run(scenario())
+    finally:
+        srv.stop()
+    assert before >= 0.8 * 20.0 * window  # the server held its pace before the attack
+    assert sent > 1000  # the attack really ran
+    assert (during >= 0.9 * before) == keeps, (before, during)
+    assert game.step_errors == 0
