@@ -422,3 +422,26 @@ def test_engine_only_by_steps_or_by_seconds():
         engine_only(WORLD, workers=1)
     with pytest.raises(ValueError, match="seconds > 0"):
         engine_only(WORLD, workers=1, seconds=0)
+
+
+def test_pick_windows_draws_distinct_windows_inside_episodes():
+    from odyssey_gym.data.windows import FlatData
+
+    lengths = [5, 9, 3]  # windows of 4 fit 2 + 6 + 0 ways
+    episode = np.concatenate([np.full(n, i, np.int32) for i, n in enumerate(lengths)])
+    first = np.concatenate([[True] + [False] * (n - 1) for n in lengths])
+    N = len(episode)
+    flat = FlatData(frames=None, actions=np.zeros((N, 2), np.float32), rewards=np.zeros(N, np.float32),
+                    terminated=np.zeros(N, bool), first=first, episode=episode)
+    all_starts = set(flat.window_starts(4).tolist())
+    assert len(all_starts) == 8
+    got = flat.pick_windows(4, 5, np.random.default_rng(0))
+    assert len(got) == 5 and len(set(got.tolist())) == 5 and set(got.tolist()) <= all_starts
+    for s in got:  # each window lies inside one episode
+        assert len(set(episode[s: s + 4].tolist())) == 1
+    assert np.array_equal(got, flat.pick_windows(4, 5, np.random.default_rng(0)))  # a seed picks the same windows
+    few = flat.pick_windows(4, 20, np.random.default_rng(1))
+    assert sorted(few.tolist()) == sorted(all_starts)  # every start once when there are fewer than asked
+    many = flat.pick_windows(4, 20, np.random.default_rng(1), repeat=True)
+    assert len(many) == 20 and set(many.tolist()) <= all_starts
+    assert len(flat.pick_windows(10, 3, np.random.default_rng(0))) == 0  # no episode is 10 frames long

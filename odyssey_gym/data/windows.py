@@ -49,6 +49,19 @@ class FlatData:
             return np.zeros(0, np.int64)
         return np.flatnonzero(self.episode[: N - T + 1] == self.episode[T - 1:]).astype(np.int64)
 
+    def pick_windows(self, T: int, count: int, rng: np.random.Generator, repeat: bool = False) -> np.ndarray:
+        """Start indices of `count` random windows of T frames, distinct while the data has that many.
+
+        The one way eval, the probe and the strip draw windows, so the same seed picks the same windows in each.
+        With fewer starts than `count`, every start once in random order, or (`repeat`) `count` drawn with
+        replacement, for a caller that needs exactly `count`. No start at all: an empty array."""
+        starts = self.window_starts(T)
+        if len(starts) == 0:
+            return starts
+        if len(starts) >= count:
+            return rng.choice(starts, size=count, replace=False)
+        return rng.choice(starts, size=count, replace=True) if repeat else rng.permutation(starts)
+
 
 @dataclass
 class WindowBatch:

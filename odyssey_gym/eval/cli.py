@@ -241,10 +241,9 @@ def _probe_eval(sampler, flat, k, probe, n, seed):
     from .probe import controllability, probe_accuracy
     from .realism import frame_features, frechet_distance
 
-    starts = flat.window_starts(k + 1)
-    if len(starts) == 0:
+    chosen = flat.pick_windows(k + 1, n, np.random.default_rng(seed + 3), repeat=True)
+    if len(chosen) == 0:
         return {"transitions": 0}
-    chosen = np.random.default_rng(seed + 3).choice(starts, size=n, replace=len(starts) < n)
     bs, device = sampler.B, sampler.device
     mask = torch.ones(bs, dtype=torch.bool, device=device)
     prev, real, gen, acts = [], [], [], []
@@ -319,9 +318,9 @@ def _contexts(flat, k, n, seed):
     import numpy as np
     import torch
 
-    rng = np.random.default_rng(seed + 1)
-    starts = flat.window_starts(k)
-    chosen = rng.choice(starts, size=n, replace=len(starts) < n)
+    chosen = flat.pick_windows(k, n, np.random.default_rng(seed + 1), repeat=True)
+    if len(chosen) == 0:
+        raise SystemExit(f"no held-out episode is {k} frames long: the data cannot seed a {k}-frame context")
     idx = chosen[:, None] + np.arange(k)[None]
     return torch.from_numpy(flat.frames[idx]), torch.from_numpy(flat.actions[idx])
 

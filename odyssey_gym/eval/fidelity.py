@@ -24,14 +24,6 @@ def _gather(flat, idx: np.ndarray, device):
     return frames, actions
 
 
-def pick_windows(flat, length: int, count: int, rng: np.random.Generator) -> np.ndarray | None:
-    """Start indices of `count` windows of `length` frames inside single episodes (None if none fit)."""
-    starts = flat.window_starts(length)
-    if len(starts) == 0:
-        return None
-    return rng.choice(starts, size=min(count, len(starts)), replace=len(starts) < count)
-
-
 def _env_actions(spec, vectors: torch.Tensor):
     """Model action vectors (B, A) -> the env's raw actions (what a user passes to `step`)."""
     v = vectors.float()
@@ -76,8 +68,8 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
     bar = tqdm(total=sum(h + 1 for h in horizons), desc=f"{spec.name} fidelity", unit="step", file=sys.stderr,
                mininterval=2, dynamic_ncols=True)
     for h in horizons:
-        starts = pick_windows(flat, context + h, windows, rng)
-        if starts is None:
+        starts = flat.pick_windows(context + h, windows, rng)
+        if len(starts) == 0:
             out[str(h)] = {"windows": 0}
             continue
         starts = starts[:B]

@@ -76,8 +76,7 @@ def run(args) -> int:
                           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     if args.val_data:
         val = open_dataset(args.val_data, world=spec).flat(spec)
-        starts = val.window_starts(2)
-        pick = np.random.default_rng(args.seed).choice(starts, size=min(len(starts), 4096), replace=False)
+        pick = val.pick_windows(2, 4096, np.random.default_rng(args.seed))
         acc = probe_accuracy(probe, *real_pairs(val, np.sort(pick)))
         probe.config.extra["val_mean_accuracy"] = round(acc["mean"], 4)
         probe.config.extra["val_chance"] = round(acc["mean_chance"], 4)
