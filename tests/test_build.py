@@ -98,3 +98,42 @@ def test_register_world_needs_a_weights_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not a weights folder"):
         odyssey_gym.register_world("Nothing-v0", weights=tmp_path)
+
+
+def test_build_takes_a_minari_dataset_as_its_recording(tmp_path, config, capsys):
+    """--from-minari: a Minari dataset's episodes become the build's train, held-out and probe sets, disjoint,
+    every episode used once; the card's one command says where they came from."""
+    from odyssey_gym.data.dataset import Dataset
+    from odyssey_gym.data.minari_io import export_minari
+    from odyssey_gym.train.build import reproduce_command
+
+    rec = tmp_path / "rec"
+    assert main(["collect", "--world", "gym:CartPole-v1", "--steps", "300", "--policy", "random", "--seed", "5",
+                 "--out", str(rec), "--no-progress"]) == 0
+    source = Dataset(rec)
+    minari_dir = export_minari(source, "odyssey/cartpole/random-v0", path=tmp_path / "minari")
+    out = tmp_path / "b"
+    argv = ["build", "gym:CartPole-v1", "--out", str(out), "--config", config, "--from-minari", str(minari_dir),
+            "--stages", "record", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    manifest = json.loads((out / "build.json").read_text())
+    counts = manifest["stages"]["record"]["episodes"]
+    assert sum(counts.values()) == len(source) and min(counts.values()) >= 1
+    lengths = {}
+    for name in ("train", "heldout", "probe"):
+        ds = Dataset(out / "data" / name)
+        assert len(ds) == counts[name]
+        lengths[name] = sorted(len(ds.load_episode(i).actions) for i in range(len(ds)))
+    assert sorted(sum(lengths.values(), [])) == sorted(len(source.load_episode(i).actions) for i in range(len(source)))
+    assert counts["train"] > counts["probe"] >= counts["heldout"]
+    assert reproduce_command(manifest["plan"]) == (f"odyssey-gym build gym:CartPole-v1 --out DIR --config {config} "
+                                                   f"--from-minari {minari_dir}")
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0  # done: skipped
+    assert "record: skipped" in capsys.readouterr().out
+    # a dataset that is not there fails the stage with its name, and records nothing
+    bad = tmp_path / "b2"
+    rc = main(["build", "gym:CartPole-v1", "--out", str(bad), "--config", config, "--from-minari",
+               str(tmp_path / "nope"), "--stages", "record", "--device", "cpu", "--no-progress"])
+    assert rc != 0 and "nope" in capsys.readouterr().err
+    assert not (bad / "build.json").exists()

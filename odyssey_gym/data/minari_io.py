@@ -77,31 +77,56 @@ def _load_minari(dataset_id_or_path, path=None):
         return minari.load_dataset(str(dataset_id_or_path))
 
 
+def _episodes(mds, spec, name):
+    """The Minari dataset's episodes as our Episodes, each checked against the world's frame and action shapes."""
+    for ep in mds.iterate_episodes():
+        frames = np.asarray(ep.observations)
+        if frames.dtype != np.uint8 or tuple(frames.shape[1:]) != spec.frame_shape:
+            raise DatasetError(f"Minari {name}: episode {ep.id} observations {frames.dtype} {frames.shape[1:]} "
+                               f"are not frames of world {spec.name!r} {spec.frame_shape}")
+        seed = None
+        try:
+            seed = mds.storage.get_episode_metadata([ep.id])
+            seed = next(iter(seed)).get("seed")
+        except Exception:
+            seed = None
+        actions = np.asarray(ep.actions)
+        if spec.action_kind == "multibinary":
+            actions = actions.astype(spec.action_dtype)
+        yield Episode(frames=frames, actions=actions, rewards=np.asarray(ep.rewards, np.float32),
+                      terminations=np.asarray(ep.terminations, bool), truncations=np.asarray(ep.truncations, bool),
+                      seed=None if seed is None else int(seed))
+
+
 def import_minari(dataset_id_or_path, out_dir, world, path=None, chunk_frames: int | None = None) -> Dataset:
     """Append every episode of a Minari dataset (id, or its directory) to the dataset dir `out_dir` of `world`.
 
     Observations must be uint8 frames of the world's frame shape, actions of its action shape."""
+    return import_minari_split(dataset_id_or_path, {"all": out_dir}, world, lambda i: "all", path=path,
+                               chunk_frames=chunk_frames)["all"]
+
+
+def import_minari_split(dataset_id_or_path, out_dirs: dict, world, split, path=None,
+                        chunk_frames: int | None = None) -> dict[str, Dataset]:
+    """Append each episode of a Minari dataset to `out_dirs[split(i)]`, i its position in the dataset: one read
+    of the dataset fills, say, disjoint training and held-out sets. Every dir in `out_dirs` must get an episode."""
     from ..worlds import get_world
 
     spec = get_world(world)
     mds = _load_minari(dataset_id_or_path, path)
     kw = {} if chunk_frames is None else {"chunk_frames": chunk_frames}
-    with DatasetWriter(out_dir, spec, **kw) as w:
-        for ep in mds.iterate_episodes():
-            frames = np.asarray(ep.observations)
-            if frames.dtype != np.uint8 or tuple(frames.shape[1:]) != spec.frame_shape:
-                raise DatasetError(f"Minari {dataset_id_or_path}: episode {ep.id} observations {frames.dtype} {frames.shape[1:]} "
-                                   f"are not frames of world {spec.name!r} {spec.frame_shape}")
-            seed = None
-            try:
-                seed = mds.storage.get_episode_metadata([ep.id])
-                seed = next(iter(seed)).get("seed")
-            except Exception:
-                seed = None
-            actions = np.asarray(ep.actions)
-            if spec.action_kind == "multibinary":
-                actions = actions.astype(spec.action_dtype)
-            w.add_episode(Episode(frames=frames, actions=actions, rewards=np.asarray(ep.rewards, np.float32),
-                                  terminations=np.asarray(ep.terminations, bool), truncations=np.asarray(ep.truncations, bool),
-                                  seed=None if seed is None else int(seed)), source=f"minari:{dataset_id_or_path}")
-    return Dataset(out_dir)
+    writers = {k: DatasetWriter(v, spec, **kw) for k, v in out_dirs.items()}
+    counts = dict.fromkeys(out_dirs, 0)
+    try:
+        for i, ep in enumerate(_episodes(mds, spec, dataset_id_or_path)):
+            k = split(i)
+            writers[k].add_episode(ep, source=f"minari:{dataset_id_or_path}")
+            counts[k] += 1
+    finally:
+        for w in writers.values():
+            w.close()
+    empty = [k for k, n in counts.items() if n == 0]
+    if empty:
+        raise DatasetError(f"Minari {dataset_id_or_path}: {sum(counts.values())} episodes leave {', '.join(empty)} "
+                           f"without any")
+    return {k: Dataset(v) for k, v in out_dirs.items()}

@@ -2,11 +2,13 @@
 
     odyssey-gym build gym:CartPole-v1 --out builds/cartpole --config configs/tiny.yaml --steps 4000
     odyssey-gym build doom-takecover --out builds/tc --config configs/doom-takecover.yaml --steps 300000 --minutes 30
+    odyssey-gym build gym:CarRacing-v3 --out builds/car --config configs/tiny.yaml --from-minari DATASET_ID_OR_DIR
 
 Stages, in order (`--stages` picks some), each skipped when its output is already in DIR, so a build cut off by a
 time limit carries on where it stopped when the same command runs again with --resume:
 
-1. record  DIR/data/train, DIR/data/heldout and DIR/data/probe from three disjoint base seeds
+1. record  DIR/data/train, DIR/data/heldout and DIR/data/probe from three disjoint base seeds, or (--from-minari)
+           a Minari dataset's episodes split between them: every 10th to heldout, 2 in 10 to probe, the rest to train
 2. train   `train` (autoencoder, then dynamics) -> DIR/run (checkpoints), exported to DIR/weights
 3. probe   `train-probe` on DIR/data/probe (seeds the model never saw) -> DIR/weights/probe
 4. eval    `eval` of DIR/weights on DIR/data/heldout -> DIR/report/report.json
@@ -34,6 +36,14 @@ HELDOUT_SEED_OFFSET = 900_000  # base seeds of the held-out and probe recordings
 PROBE_SEED_OFFSET = 800_000
 HELDOUT_FRACTION = 0.1  # of --steps, for the held-out recording
 PROBE_FRACTION = 0.2  # of --steps, for the probe's recording
+MINARI_SPLIT_PERIOD = 10  # --from-minari: of each 10 episodes, position 0 is held out, 3 and 7 train the probe
+MINARI_HELDOUT, MINARI_PROBE = (0,), (3, 7)
+
+
+def minari_split(i: int) -> str:
+    """Which of the build's datasets the i-th episode of a Minari dataset goes to (4 episodes fill all three)."""
+    r = i % MINARI_SPLIT_PERIOD
+    return "heldout" if r in MINARI_HELDOUT else "probe" if r in MINARI_PROBE else "train"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-args", default="", metavar="ARGS", help="extra `odyssey-gym eval` options, e.g. "
                                                                    "'--windows 16 --rollout-steps 2000'")
     p.add_argument("--workers", type=int, default=1, help="recording processes (default 1)")
+    p.add_argument("--from-minari", default=None, metavar="DATASET", help="record nothing: take the episodes of this "
+                   "Minari dataset (an id under the Minari root, or its directory) instead; --steps, --policy and "
+                   "--seed then do not apply")
     add_device_argument(p, "for training, the probe and eval")
     p.add_argument("--resume", action="store_true", help="continue the build already in DIR (without it, a DIR that "
                                                          "holds another build is refused)")
@@ -77,14 +90,19 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
         raise LegError(f"--stages {args.stages!r}: use a comma-separated subset of {','.join(STAGES)}")
-    if args.steps < 10:
+    if args.from_minari is None and args.steps < 10:
         raise LegError(f"--steps must be >= 10, got {args.steps}")
     if args.minutes is not None and not args.minutes > 0:
         raise LegError(f"--minutes must be > 0, got {args.minutes}")
     if args.probe_steps < 1 or args.workers < 1:
         raise LegError("--probe-steps and --workers must be >= 1")
-    if args.policy not in POLICY_NAMES and not Path(args.policy).is_file():
+    if args.from_minari is None and args.policy not in POLICY_NAMES and not Path(args.policy).is_file():
         raise LegError(f"--policy {args.policy!r}: use one of {', '.join(POLICY_NAMES)} or an SB3 .zip")
+    if args.from_minari is not None:
+        try:
+            import minari  # noqa: F401
+        except ImportError:
+            raise LegError('--from-minari needs minari: pip install "minari[hdf5]"') from None
     try:
         eval_args = shlex.split(args.eval_args)
     except ValueError as e:
@@ -93,7 +111,10 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise LegError(f"--out {out} is a file")
     manifest = out / MANIFEST
-    plan = {"world": world, "config": str(args.config), "steps": args.steps, "policy": args.policy, "seed": args.seed}
+    if args.from_minari is not None:
+        plan = {"world": world, "config": str(args.config), "minari": str(args.from_minari)}
+    else:
+        plan = {"world": world, "config": str(args.config), "steps": args.steps, "policy": args.policy, "seed": args.seed}
     if manifest.is_file():
         old = json.loads(manifest.read_text())
         if not args.resume:
@@ -129,6 +150,34 @@ class Build:
         tmp.replace(self.path)  # a build cut off mid-write keeps the previous manifest
 
 
+def reproduce_command(plan: dict[str, Any]) -> str:
+    """The one command that rebuilds this world (the card's "Reproduce")."""
+    head = f"odyssey-gym build {plan['world']} --out DIR --config {plan['config']}"
+    if "minari" in plan:
+        return f"{head} --from-minari {shlex.quote(plan['minari'])}"
+    return f"{head} --steps {plan['steps']} --policy {plan['policy']} --seed {plan['seed']}"
+
+
+def import_from_minari(plan: dict[str, Any], data: dict[str, Path], clock) -> dict[str, int]:
+    """The record stage of a --from-minari build: one read of the dataset fills train, heldout and probe with
+    disjoint episodes. A cut-off import left only this stage's own partial dirs: they are started over."""
+    import shutil
+
+    from ..data.dataset import DatasetError
+    from ..data.minari_io import import_minari_split
+
+    for d in data.values():
+        if d.exists():
+            shutil.rmtree(d)
+    try:
+        sets = import_minari_split(plan["minari"], data, plan["world"], minari_split)
+    except (DatasetError, ValueError, FileNotFoundError) as e:
+        raise StageFailed(f"record from Minari {plan['minari']} failed: {e}") from None
+    counts = {k: len(v) for k, v in sets.items()}
+    clock("record", "from Minari " + ", ".join(f"{k} {n} episodes" for k, n in counts.items()))
+    return counts
+
+
 def recordings(plan: dict[str, Any]) -> dict[str, Recording]:
     steps, seed, policy = plan["steps"], plan["seed"], plan["policy"]
     return {"train": Recording(policy, seed, steps),
@@ -154,9 +203,14 @@ def run(args: argparse.Namespace) -> int:
                 continue
             t0 = time.monotonic()
             if stage == "record":
-                for name, r in recordings(plan).items():
-                    record_one(plan["world"], r, data[name], clock, workers=args.workers, progress=not args.no_progress)
-                build.finish(stage, time.monotonic() - t0)
+                if "minari" in plan:
+                    episodes = import_from_minari(plan, data, clock)
+                    build.finish(stage, time.monotonic() - t0, episodes=episodes)
+                else:
+                    for name, r in recordings(plan).items():
+                        record_one(plan["world"], r, data[name], clock, workers=args.workers,
+                                   progress=not args.no_progress)
+                    build.finish(stage, time.monotonic() - t0)
             elif stage == "train":
                 from . import checkpoint as ckpt
 
@@ -185,8 +239,7 @@ def run(args: argparse.Namespace) -> int:
                 clock(stage, headline(report))
                 build.finish(stage, time.monotonic() - t0)
             else:  # card
-                reproduce = (f"```bash\nodyssey-gym build {plan['world']} --out DIR --config {plan['config']} "
-                             f"--steps {plan['steps']} --policy {plan['policy']} --seed {plan['seed']}\n```")
+                reproduce = f"```bash\n{reproduce_command(plan)}\n```"
                 argv = ["--world", plan["world"], "--weights", str(weights), "--report",
                         str(out / "report" / "report.json"), "--reproduce", reproduce]
                 _check(run_command("card", argv), "card", argv)
