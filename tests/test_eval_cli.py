@@ -71,6 +71,12 @@ def test_train_probe_then_eval_writes_every_section(real_data, tmp_path, capsys)
     assert f1["open_loop_gap_db"] == pytest.approx(f1["open_loop_psnr"] - f1["open_loop_copy_last_psnr"])
     assert 10 < f1["blurred_real_psnr"] < 60
     assert rz["blurred_real"] > rz["real_floor"] and len(rz["minutes_better_than_blurred_real"]) == 2
+    # the like-for-like reference: the real engine under the rollout's own held keys
+    eng = rz["engine"]
+    assert "skipped" not in eng, eng
+    assert len(eng["per_minute"]) == 2 and all(v >= 0 for v in eng["per_minute"])
+    assert eng["blurred_real"] > eng["real_floor"] >= 0 and eng["vs_heldout"] > 0 and eng["reference_frames"] >= 100
+    assert "Against the real engine under the same held keys" in md
     assert "gap dB" in md and "public env API" in md
     # --no-probe skips both sections
     rc = main(["eval", "--world", WORLD, "--weights", str(w), "--data", str(real_data / "heldout"), "--out", str(tmp_path / "r2"),

@@ -57,6 +57,13 @@ def verdicts(r: dict) -> list[str]:
     if rz.get("minute5_vs_minute1") is not None:
         v = rz["minute5_vs_minute1"]
         out.append(f"- Realism at minute 5 within 10% of minute 1: **{v * 100:+.1f}%, {'met' if abs(v) <= 0.10 else 'missed'}**.")
+    eng = rz.get("engine") or {}
+    if eng.get("per_minute") and len(eng["per_minute"]) >= 5 and None not in eng["per_minute"][:5]:
+        m1, m5, bar = eng["per_minute"][0], eng["per_minute"][4], eng["blurred_real"]
+        met = m1 < bar and m5 < bar
+        out.append(f"- Realism better than blurred real frames at minutes 1 and 5, against the real engine under the "
+                   f"same held keys: **{m1:.3f} / {m5:.3f} against {bar:.3f}, {'met' if met else 'missed'}** (the "
+                   f"engine's own frames sit {eng['vs_heldout']:.3f} from the held-out play).")
     st = r.get("stability")
     if st:
         nan = sum(st["minute_nonfinite_rewards"])

@@ -80,3 +80,33 @@ def long_rollout(sampler, spec, context_frames, context_actions, steps: int = 10
         "kept_frames": np.stack(kept) if kept else None,
         "minute_features": minute_feats if features is not None else None,
     }
+
+
+def engine_held_key_frames(spec, steps: int, num_envs: int, seed: int = 0, every: int = 1, max_frames: int = 0):
+    """Real frames of the world's engine under the same held-key actions a `long_rollout` with this seed plays.
+
+    The like-for-like reference of a rollout's realism: held keys walk into walls and spin in place where people
+    do not, so frames of human play are not what a perfect world model would show under them. Env e starts from
+    the engine's reset with seed `seed + e` (the rollout's held-out contexts cannot be restored in an engine) and
+    resets when an episode ends. Keeps every `every`-th step of each env, at most `max_frames` (0: no cap);
+    returns uint8 (N, H, W, 3). Needs the engine (vizdoom for the Doom worlds)."""
+    from ..worlds import make_real_env
+
+    raw = held_key_actions(spec, steps, num_envs, seed=seed)
+    kept = []
+    for e in range(num_envs):
+        env = make_real_env(spec)
+        try:
+            obs, _ = env.reset(seed=seed + e)
+            for t in range(steps):
+                obs, _, term, trunc, _ = env.step(raw[t, e])
+                if term or trunc:
+                    obs, _ = env.reset()
+                if t % every == 0:
+                    kept.append(obs)
+        finally:
+            env.close()
+    frames = np.stack(kept)
+    if max_frames and len(frames) > max_frames:
+        frames = frames[np.sort(np.random.default_rng(seed).choice(len(frames), max_frames, replace=False))]
+    return frames
