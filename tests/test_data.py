@@ -43,7 +43,8 @@ def _fake_episode(spec, L, rng, seed=0):
     actions = rng.integers(0, spec.action_dim, L) if spec.action_kind == "discrete" else rng.integers(0, 2, (L, spec.num_buttons)).astype(np.int8)
     term = np.zeros(L, bool)
     term[-1] = True
-    return Episode(frames, actions, rng.random(L).astype(np.float32), term, np.zeros(L, bool), seed=seed)
+    state = rng.uniform(0, 100, (L + 1, len(spec.state_variables))).astype(np.float32) if spec.state_variables else None
+    return Episode(frames, actions, rng.random(L).astype(np.float32), term, np.zeros(L, bool), seed=seed, state=state)
 
 
 def test_collect_writes_a_sound_dataset(recorded):
@@ -211,7 +212,8 @@ def test_kill_mid_write_leaves_a_valid_dataset(tmp_path):
         def ep(L):
             t = np.zeros(L, bool); t[-1] = True
             return d.Episode(rng.integers(0, 256, (L + 1, 64, 64, 3), dtype=np.uint8), rng.integers(0, 3, L),
-                             np.ones(L, np.float32), t, np.zeros(L, bool), seed=L)
+                             np.ones(L, np.float32), t, np.zeros(L, bool), seed=L,
+                             state=np.full((L + 1, len(spec.state_variables)), 100, np.float32))
         w = d.DatasetWriter({str(out)!r}, spec, chunk_frames=16)
         w.add_episode(ep(40)); w.add_episode(ep(50))
         calls = []
@@ -406,6 +408,7 @@ def test_minari_round_trip(recorded, tmp_path, monkeypatch):
         assert np.array_equal(a.frames, b.frames) and np.array_equal(a.actions, b.actions)
         assert np.array_equal(a.rewards, b.rewards) and np.array_equal(a.terminations, b.terminations)
         assert np.array_equal(a.truncations, b.truncations) and a.seed == b.seed
+        assert a.state is not None and np.array_equal(a.state, b.state)  # the game state travels in infos
     with pytest.raises(DatasetError, match="frames of world"):
         import_minari(path, tmp_path / "wrong", "doom-explore")
 
@@ -445,3 +448,45 @@ def test_pick_windows_draws_distinct_windows_inside_episodes():
     many = flat.pick_windows(4, 20, np.random.default_rng(1), repeat=True)
     assert len(many) == 20 and set(many.tolist()) <= all_starts
     assert len(flat.pick_windows(10, 3, np.random.default_rng(0))) == 0  # no episode is 10 frames long
+
+
+def test_recordings_carry_the_game_state_a_death_follows_from(recorded):
+    """take_cover records HEALTH beside every frame: full at the start, at or below 0 on the frame of a death."""
+    ds = Dataset(recorded[0])
+    assert ds.state_variables == ("HEALTH",) and ds.manifest["format_version"] == 2
+    deaths = 0
+    for i in range(len(ds)):
+        ep = ds.load_episode(i)
+        assert ep.state.shape == (len(ep) + 1, 1) and ep.state.dtype == np.float32
+        assert ep.state[0, 0] == 100
+        if ep.terminations[-1]:
+            deaths += 1
+            assert ep.state[-1, 0] <= 0 < ep.state[-2, 0]
+    assert deaths >= 1
+    flat = ds.flat()
+    assert flat.state.shape == (len(flat), 1) and flat.state_variables == ("HEALTH",)
+    assert np.array_equal(flat.state[flat.offsets], np.full((len(ds), 1), 100, np.float32))
+
+
+def test_game_state_is_checked_on_write_and_read(tmp_path):
+    spec = get_world(WORLD)
+    rng = np.random.default_rng(0)
+    ep = _fake_episode(spec, 6, rng)
+    with DatasetWriter(tmp_path / "a", WORLD) as w:
+        for bad, match in ((None, "this episode has none"), (np.full((7, 2), 1, np.float32), r"state must be float \(7, 1\)"),
+                           (np.full((7, 1), np.nan, np.float32), "state must be finite; frame 0")):
+            ep.state = bad
+            with pytest.raises(DatasetError, match=match):
+                w.add_episode(ep)
+        assert w.num_episodes == 0
+    # a format-1 dataset (no game state) still reads, refuses appends of state, and reads beside a format-2 one
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "a", old)
+    m = json.loads((old / "manifest.json").read_text())
+    m["format_version"] = 1
+    del m["state_variables"]
+    (old / "manifest.json").write_text(json.dumps(m))
+    assert Dataset(old).state_variables == ()
+    assert MultiDataset([old, tmp_path / "a"]).state_variables == ()  # mixed: read without state
+    with pytest.raises(DatasetError, match="record into a new directory"):
+        DatasetWriter(old, WORLD)

@@ -25,7 +25,8 @@ def _episode(spec, L, rng):
         actions = rng.integers(0, 2, (L, spec.num_buttons)).astype(np.int8)
     term = np.zeros(L, bool)
     term[-1] = True
-    return Episode(frames, actions, rng.random(L).astype(np.float32), term, np.zeros(L, bool), seed=L)
+    state = rng.uniform(0, 100, (L + 1, len(spec.state_variables))).astype(np.float32) if spec.state_variables else None
+    return Episode(frames, actions, rng.random(L).astype(np.float32), term, np.zeros(L, bool), seed=L, state=state)
 
 
 def _make(path: Path, world="doom-takecover", lengths=(20, 30, 25)) -> Path:

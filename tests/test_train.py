@@ -44,7 +44,8 @@ def make_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0,
             term = np.zeros(length, bool)
             term[-1] = e % 2 == 0
             w.add_episode(Episode(frames, acts.astype(np.int64), np.full(length, reward, np.float32), term,
-                                  ~term & (np.arange(length) == length - 1), seed=seed * 100 + e))
+                                  ~term & (np.arange(length) == length - 1), seed=seed * 100 + e,
+                                  state=np.full((length + 1, 1), 100, np.float32)))
     return path
 
 

@@ -5,7 +5,8 @@ A dataset is a directory::
     manifest.json                 the only index: format, world, shapes, one entry per episode
     episodes/e000000/f0000.zst    frames [0, 64) of episode 0: zstd of raw uint8 (n, H, W, 3)
     episodes/e000000/f0001.zst    frames [64, 128) ...
-    episodes/e000000/steps.zst    zstd of an .npz: actions, rewards, terminations, truncations
+    episodes/e000000/steps.zst    zstd of an .npz: actions, rewards, terminations, truncations (and, from format
+                                  version 2 when the world records any, state: its game variables per frame)
 
 Episodes are append-only. Every file is written to a temp name and `os.replace`d into place,
 the manifest last, so a crash, kill or full disk at any point leaves every episode listed in
@@ -32,7 +33,7 @@ import numpy as np
 from ..fsutil import fsync_dir
 
 FORMAT_NAME = "odyssey-gym-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest names `state_variables`, steps.zst holds `state` per frame; 1 still reads
 MANIFEST = "manifest.json"
 DEFAULT_CHUNK_FRAMES = 64
 DEFAULT_LEVEL = 3
@@ -56,6 +57,7 @@ class Episode:
     seed: int | None = None
     worker: int = 0
     meta: dict = field(default_factory=dict)
+    state: np.ndarray | None = None  # (L+1, S) float32: the world's state_variables at each frame (None: none)
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -73,6 +75,33 @@ class Episode:
             raise DatasetError(f"frame shape {tuple(self.frames.shape[1:])} does not match the dataset's {tuple(frame_shape)}")
         if action_shape is not None and tuple(np.shape(self.actions)[1:]) != tuple(action_shape):
             raise DatasetError(f"action shape {tuple(np.shape(self.actions)[1:])} does not match the dataset's {tuple(action_shape)}")
+        if self.state is not None:
+            st = np.asarray(self.state)
+            if st.ndim != 2 or len(st) != L + 1:
+                raise DatasetError(f"episode state must be (L+1, S) = ({L + 1}, S), got shape {st.shape}")
+
+    def check_state(self, names: Sequence[str]) -> None:
+        """The episode carries exactly the dataset's game variables `names`, finite (none: state is None)."""
+        S = len(names)
+        if self.state is None:
+            if S:
+                raise DatasetError(f"the dataset records game state {list(names)}; this episode has none")
+            return
+        problem = _state_problem(np.asarray(self.state), len(self.rewards) + 1, names)
+        if problem:
+            raise DatasetError(problem)
+
+
+def _state_problem(st: np.ndarray, n_frames: int, names: Sequence[str]) -> str | None:
+    """Why `st` is not the game state of an episode of `n_frames` frames with variables `names` (None: it is)."""
+    if not names:
+        return f"the dataset records no game state, but the episode holds state of shape {st.shape}"
+    if st.shape != (n_frames, len(names)) or st.dtype.kind != "f":
+        return f"state must be float ({n_frames}, {len(names)}) for {list(names)}, got {st.dtype} {st.shape}"
+    off = np.flatnonzero(~np.isfinite(st).all(axis=1))
+    if off.size:
+        return f"state must be finite; frame {int(off[0])} holds {st[off[0]].tolist()} ({off.size} such frames)"
+    return None
 
 
 @dataclass
@@ -82,6 +111,7 @@ class EncodedEpisode:
     length: int
     frame_chunks: list  # [(start, count, bytes)]
     steps: bytes
+    state_dim: int = 0  # game variables per frame in `steps` (0: none)
     seed: int | None = None
     worker: int = 0
     ret: float = 0.0
@@ -100,14 +130,16 @@ def _compressor(level: int):
     return zstandard.ZstdCompressor(level=level)
 
 
-def encode_steps(actions, rewards, terminations, truncations, level: int = DEFAULT_LEVEL) -> bytes:
+def encode_steps(actions, rewards, terminations, truncations, level: int = DEFAULT_LEVEL, state=None) -> bytes:
     buf = io.BytesIO()
+    extra = {} if state is None else {"state": np.asarray(state, dtype=np.float32)}
     np.savez(
         buf,
         actions=np.asarray(actions),
         rewards=np.asarray(rewards, dtype=np.float32),
         terminations=np.asarray(terminations, dtype=bool),
         truncations=np.asarray(truncations, dtype=bool),
+        **extra,
     )
     return _compressor(level).compress(buf.getvalue())
 
@@ -115,7 +147,8 @@ def encode_steps(actions, rewards, terminations, truncations, level: int = DEFAU
 class EpisodeEncoder:
     """Streams one episode into compressed chunks as frames arrive (so a worker never holds raw long episodes).
 
-    `add(frame)` for the first frame, then `add(frame, action, reward, terminated, truncated)` per step.
+    `add(frame)` for the first frame, then `add(frame, action, reward, terminated, truncated)` per step; `state=`
+    (the world's game variables at that frame) on every call or on none.
     With `threaded=True` chunk compression runs on a helper thread (zstd releases the GIL) and
     overlaps with the engine.
     """
@@ -135,13 +168,18 @@ class EpisodeEncoder:
         self.rewards: list = []
         self.terminations: list = []
         self.truncations: list = []
+        self.states: list = []
         self.action_shape = tuple(action_shape)
         self.action_dtype = np.dtype(action_dtype)
 
     def __len__(self) -> int:
         return len(self.rewards)
 
-    def add(self, frame, action=None, reward=0.0, terminated=False, truncated=False) -> None:
+    def add(self, frame, action=None, reward=0.0, terminated=False, truncated=False, state=None) -> None:
+        if self._n_frames > 0 and (state is not None) != bool(self.states):
+            raise ValueError("give the state with every frame of an episode or with none")
+        if state is not None:
+            self.states.append(np.asarray(state, np.float32))
         if self._n_frames > 0:
             self.actions.append(action)
             self.rewards.append(reward)
@@ -172,9 +210,11 @@ class EpisodeEncoder:
         chunks = [(s, n, b if isinstance(b, bytes) else b.result()) for s, n, b in self._chunks]
         L = len(self.rewards)
         actions = np.asarray(self.actions, dtype=self.action_dtype).reshape((L, *self.action_shape))
-        steps = encode_steps(actions, self.rewards, self.terminations, self.truncations, self.level)
+        state = np.stack(self.states) if self.states else None
+        steps = encode_steps(actions, self.rewards, self.terminations, self.truncations, self.level, state=state)
         return EncodedEpisode(
-            length=L, frame_chunks=chunks, steps=steps, seed=seed, worker=worker,
+            length=L, frame_chunks=chunks, steps=steps, state_dim=0 if state is None else state.shape[1],
+            seed=seed, worker=worker,
             ret=float(np.sum(np.asarray(self.rewards, np.float64))),
             terminated=bool(self.terminations[-1]) if L else False,
             truncated=bool(self.truncations[-1]) if L else False,
@@ -197,9 +237,11 @@ def _compress_level(data: np.ndarray, level: int) -> bytes:
 def encode_episode(ep: Episode, chunk_frames: int = DEFAULT_CHUNK_FRAMES, level: int = DEFAULT_LEVEL) -> EncodedEpisode:
     actions = np.asarray(ep.actions)
     enc = EpisodeEncoder(ep.frames.shape[1:], actions.shape[1:], actions.dtype, chunk_frames, level)
-    enc.add(ep.frames[0])
+    st = None if ep.state is None else np.asarray(ep.state, np.float32)
+    enc.add(ep.frames[0], state=None if st is None else st[0])
     for i in range(len(ep.rewards)):
-        enc.add(ep.frames[i + 1], actions[i], float(ep.rewards[i]), bool(ep.terminations[i]), bool(ep.truncations[i]))
+        enc.add(ep.frames[i + 1], actions[i], float(ep.rewards[i]), bool(ep.terminations[i]), bool(ep.truncations[i]),
+                state=None if st is None else st[i + 1])
     return enc.finish(seed=ep.seed, worker=ep.worker, meta=ep.meta)
 
 
@@ -281,6 +323,7 @@ class DatasetWriter:
                     "action_shape": list(self.spec.action_shape),
                     "action_dtype": self.spec.action_dtype.name,
                     "action_dim": self.spec.action_dim,
+                    "state_variables": list(self.spec.state_variables),
                     "chunk_frames": self.chunk_frames,
                     "compression": {"codec": "zstd", "level": level},
                     "runs": [],
@@ -307,6 +350,11 @@ class DatasetWriter:
             raise DatasetError(f"{self.path}: dataset frame shape {tuple(m['frame_shape'])} != world frame shape {spec.frame_shape}")
         if tuple(m["action_shape"]) != spec.action_shape or m["action_dtype"] != spec.action_dtype.name:
             raise DatasetError(f"{self.path}: dataset actions {tuple(m['action_shape'])} {m['action_dtype']} != world actions {spec.action_shape} {spec.action_dtype.name}")
+        have = tuple(m.get("state_variables", ()))
+        if have != spec.state_variables:
+            raise DatasetError(f"{self.path}: dataset records game state {list(have)} (format version "
+                               f"{m['format_version']}), world {spec.name!r} records {list(spec.state_variables)}; "
+                               f"record into a new directory (the old one still reads)")
 
     def _clean_strays(self) -> None:
         """Remove temp files and episode directories the manifest does not list (left by a crash)."""
@@ -324,6 +372,12 @@ class DatasetWriter:
                         p.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ API
+    @property
+    def state_variables(self) -> tuple[str, ...]:
+        """The game variables each episode carries per frame: fixed when the dataset was created (none before
+        format version 2)."""
+        return tuple(self.manifest.get("state_variables", ()))
+
     @property
     def num_episodes(self) -> int:
         return len(self.manifest["episodes"])
@@ -344,9 +398,16 @@ class DatasetWriter:
         (e.g. ENOSPC) the episode's files are removed, the manifest is untouched, and the error re-raised."""
         if isinstance(episode, Episode):
             episode.validate(self.spec.frame_shape, self.spec.action_shape)
+            try:
+                episode.check_state(self.state_variables)
+            except DatasetError as e:
+                raise DatasetError(f"{self.path}: {e}") from None
             episode = encode_episode(episode, self.chunk_frames, self.level)
         if episode.length < 1:
             raise DatasetError("refusing to write an episode of 0 steps")
+        if episode.state_dim != len(self.state_variables):
+            raise DatasetError(f"{self.path}: the dataset records game state {list(self.state_variables)}; the episode "
+                               f"carries {episode.state_dim} variables per frame")
         counts = [n for _, n, _ in episode.frame_chunks]
         if sum(counts) != episode.length + 1:
             raise DatasetError(f"encoded episode has {sum(counts)} frames for {episode.length} steps")
@@ -464,6 +525,9 @@ def _load_manifest(path: Path) -> dict:
         dt = None
     if dt is None or not isinstance(m["action_dtype"], str) or dt.kind not in "iu":
         raise DatasetError(f"{p}: 'action_dtype' must name an integer numpy dtype, got {m['action_dtype']!r}")
+    sv = m.get("state_variables", [])
+    if not (isinstance(sv, list) and all(isinstance(v, str) and v for v in sv) and len(set(sv)) == len(sv)):
+        raise DatasetError(f"{p}: 'state_variables' must be a list of distinct game variable names, got {sv!r}")
     for k in ("action_dim", "chunk_frames"):
         if not _is_int(m[k]) or m[k] < 1:
             raise DatasetError(f"{p}: {k!r} must be a positive integer, got {m[k]!r}")
@@ -583,6 +647,7 @@ class Dataset:
         self.action_shape = tuple(m["action_shape"])
         self.action_dtype = np.dtype(m["action_dtype"])
         self.action_dim = int(m["action_dim"])
+        self.state_variables: tuple[str, ...] = tuple(m.get("state_variables", ()))
         self.chunk_frames = int(m["chunk_frames"])
         self.episodes: list[dict] = m["episodes"]
         self._dctx = None
@@ -685,7 +750,8 @@ class Dataset:
         return np.frombuffer(raw, np.uint8).reshape((n, *self.frame_shape))
 
     def load_steps(self, i: int) -> dict[str, np.ndarray]:
-        """actions, rewards, terminations, truncations of episode i (no frames), checked against the world."""
+        """actions, rewards, terminations, truncations of episode i (no frames), checked against the world; and
+        `state` (L+1, S) float32 when the dataset records game state."""
         self._check_entry(i)
         e = self.episodes[i]
         info = e["steps"]
@@ -694,11 +760,20 @@ class Dataset:
         try:
             with np.load(io.BytesIO(raw)) as z:
                 out = {k: z[k] for k in ("actions", "rewards", "terminations", "truncations")}
+                state = z["state"] if "state" in z.files else None
         except Exception as err:
             raise DatasetError(f"{where}: bad steps data: {err}") from err
         L = e["length"]
         if any(v.ndim < 1 or len(v) != L for v in out.values()):
             raise DatasetError(f"{where}: step arrays do not have length {L}")
+        if self.state_variables or state is not None:
+            if state is None:
+                raise DatasetError(f"{where}: the manifest records game state {list(self.state_variables)}; "
+                                   f"the steps hold none")
+            bad = _state_problem(state, L + 1, self.state_variables)
+            if bad:
+                raise DatasetError(f"{where}: {bad}")
+            out["state"] = state
         bad = self._steps_problem(e, out)
         if bad:
             raise DatasetError(f"{where}: {bad}")
@@ -756,7 +831,7 @@ class Dataset:
         return Episode(frames=self.load_frames(i), actions=s["actions"], rewards=s["rewards"],
                        terminations=s["terminations"], truncations=s["truncations"],
                        seed=e.get("seed"), worker=e.get("worker", 0),
-                       meta={k: e[k] for k in ("id", "run") if k in e})
+                       meta={k: e[k] for k in ("id", "run") if k in e}, state=s.get("state"))
 
     def __iter__(self):
         for i in range(len(self)):
@@ -803,6 +878,9 @@ class MultiDataset:
             d0.check_world(world)
         self.world_name, self.world_version = d0.world_name, d0.world_version
         self.frame_shape, self.action_shape, self.action_dtype, self.action_dim = d0.frame_shape, d0.action_shape, d0.action_dtype, d0.action_dim
+        # game state reads only when every part records the same variables (a format-1 part records none)
+        same = all(d.state_variables == d0.state_variables for d in self.datasets)
+        self.state_variables = d0.state_variables if same else ()
         self._index = [(k, j) for k, d in enumerate(self.datasets) for j in range(len(d))]
         self.episodes = [d.episodes[j] for k, d in enumerate(self.datasets) for j in range(len(d))]
 
@@ -881,7 +959,9 @@ def _flat(datasets: Iterable[Dataset], spec, skip_corrupt: bool, load_frames: bo
     for d in datasets:
         d.check_world(spec)
     A = spec.action_dim
-    parts = []  # (frames | None, actions_vec, rewards, terminated, n)
+    names = d0.state_variables
+    with_state = bool(names) and all(d.state_variables == names for d in datasets)
+    parts = []  # (frames | None, actions_vec, rewards, terminated, n, state | None)
     layout = []  # (dataset, local index) per kept episode
     for d in datasets:
         for i in _canonical_order(d):
@@ -900,7 +980,7 @@ def _flat(datasets: Iterable[Dataset], spec, skip_corrupt: bool, load_frames: bo
             rw[1:] = s["rewards"]
             te = np.zeros(L + 1, bool)
             te[1:] = s["terminations"]
-            parts.append((frames, av, rw, te, L + 1))
+            parts.append((frames, av, rw, te, L + 1, s.get("state") if with_state else None))
             layout.append((d, i))
     n = [p[4] for p in parts]
     N = int(sum(n))
@@ -922,4 +1002,6 @@ def _flat(datasets: Iterable[Dataset], spec, skip_corrupt: bool, load_frames: bo
         episode=episode,
         source=layout,
         offsets=offsets,
+        state=cat(5, (0, len(names)), np.float32) if with_state else None,
+        state_variables=tuple(names) if with_state else (),
     )

@@ -1,5 +1,6 @@
 """Minari 0.5 import/export. Observations are the frames (uint8 H x W x 3), stored losslessly
-(`jpeg_encoding=False`); actions, rewards, terminations, truncations and episode seeds round-trip exactly.
+(`jpeg_encoding=False`); actions, rewards, terminations, truncations, episode seeds and the game state
+(`infos["state"]`, one row per observation) round-trip exactly.
 
 Datasets live under the Minari root (`MINARI_DATASETS_PATH`, else ~/.minari/datasets); `path=`
 overrides the root for one call.
@@ -49,7 +50,8 @@ def export_minari(dataset: Dataset | MultiDataset | str, dataset_id: str, path=N
         buffers.append(EpisodeBuffer(
             id=i, seed=None if ep.seed is None else int(ep.seed), observations=ep.frames, actions=np.asarray(ep.actions),
             rewards=list(np.asarray(ep.rewards, np.float64)), terminations=list(map(bool, ep.terminations)),
-            truncations=list(map(bool, ep.truncations)), infos={},
+            truncations=list(map(bool, ep.truncations)),
+            infos={} if ep.state is None else {"state": np.asarray(ep.state, np.float32)},  # (L+1, S), as observations
         ))
     import warnings
 
@@ -93,9 +95,11 @@ def _episodes(mds, spec, name):
         actions = np.asarray(ep.actions)
         if spec.action_kind == "multibinary":
             actions = actions.astype(spec.action_dtype)
+        state = (getattr(ep, "infos", None) or {}).get("state")
         yield Episode(frames=frames, actions=actions, rewards=np.asarray(ep.rewards, np.float32),
                       terminations=np.asarray(ep.terminations, bool), truncations=np.asarray(ep.truncations, bool),
-                      seed=None if seed is None else int(seed))
+                      seed=None if seed is None else int(seed),
+                      state=None if state is None else np.asarray(state, np.float32))
 
 
 def import_minari(dataset_id_or_path, out_dir, world, path=None, chunk_frames: int | None = None) -> Dataset:

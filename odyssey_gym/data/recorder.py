@@ -56,6 +56,17 @@ class WorkerConfig:
     seconds: float | None = None  # also stop this long after the go signal (benchmarks time by seconds)
 
 
+def _state(spec, info) -> np.ndarray | None:
+    """The world's game variables from an engine step's info (None for a world that records none)."""
+    if not spec.state_variables:
+        return None
+    st = (info or {}).get("state")
+    if st is None or np.shape(st) != (len(spec.state_variables),):
+        raise RuntimeError(f"world {spec.name!r} records {list(spec.state_variables)}, but its engine's info holds "
+                           f"state {st!r}")
+    return st
+
+
 def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -111,25 +122,26 @@ def worker_main(cfg: WorkerConfig, out_q, stop_event, go_event=None) -> None:
 
         while not spent() and not stop_event.is_set():
             seed = episode_seed(cfg.seed, cfg.run, cfg.worker, ep_index)
-            obs, _ = env.reset(seed=seed)
+            obs, info = env.reset(seed=seed)
             policy.reset(obs)
             enc = None
             if cfg.record:
                 enc = EpisodeEncoder(spec.frame_shape, spec.action_shape, spec.action_dtype, cfg.chunk_frames, cfg.level, executor)
-                enc.add(obs)
+                enc.add(obs, state=_state(spec, info))
             done = False
             while not done:
                 if stop_event.is_set():
                     enc = None  # drop the unfinished episode
                     break
                 action = policy.act(obs)
-                obs, reward, terminated, truncated, _ = env.step(action)
+                obs, reward, terminated, truncated, info = env.step(action)
                 steps_done += 1
                 if spent() and not (terminated or truncated):
                     truncated = True  # the budget cuts this episode
                 done = terminated or truncated
                 if enc is not None:
-                    enc.add(obs, np.asarray(action, dtype=spec.action_dtype), float(reward), bool(terminated), bool(truncated))
+                    enc.add(obs, np.asarray(action, dtype=spec.action_dtype), float(reward), bool(terminated), bool(truncated),
+                            state=_state(spec, info))
                 now = time.monotonic()
                 if now - last_report >= PROGRESS_EVERY_S:
                     if os.getppid() != parent:  # the parent was killed: nobody will read what we record

@@ -28,6 +28,8 @@ class FlatData:
     episode: np.ndarray  # (N,) int32
     source: list = field(default_factory=list, repr=False)  # [(dataset, local episode index)] per episode
     offsets: np.ndarray | None = None  # (E,) int64 flat index of each episode's first frame
+    state: np.ndarray | None = None  # (N, S) float32: the game variables at frame i (None: not recorded)
+    state_variables: tuple = ()  # their names, e.g. ("HEALTH",)
 
     def __post_init__(self):
         if self.offsets is None:

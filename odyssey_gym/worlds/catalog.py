@@ -6,6 +6,7 @@ from .spec import WorldSpec
 
 DOOM_EXPLORE = WorldSpec(
     name="doom-explore",
+    state_variables=("POSITION_X", "POSITION_Y", "ANGLE", "HEALTH"),
     version=1,
     env_id="odyssey_gym/DoomExplore-v0",
     engine="vizdoom",
@@ -26,6 +27,7 @@ DOOM_EXPLORE = WorldSpec(
 
 DOOM_TAKECOVER = WorldSpec(
     name="doom-takecover",
+    state_variables=("HEALTH",),
     version=1,
     env_id="odyssey_gym/DoomTakeCover-v0",
     engine="vizdoom",
@@ -45,6 +47,7 @@ DOOM_TAKECOVER = WorldSpec(
 
 DOOM_HEALTH = WorldSpec(
     name="doom-health",
+    state_variables=("HEALTH",),
     version=1,
     env_id="odyssey_gym/DoomHealth-v0",
     engine="vizdoom",

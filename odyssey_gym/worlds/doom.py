@@ -49,7 +49,8 @@ def check_action(space: gym.Space, action: Any, world: str) -> Any:
 
 
 class DoomEnv(gym.Env):
-    """A ViZDoom world. `DoomEnv(get_world("doom-takecover"))`."""
+    """A ViZDoom world. `DoomEnv(get_world("doom-takecover"))`. `info["state"]` holds the world's
+    `state_variables` (e.g. HEALTH) after every reset and step."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
 
@@ -90,7 +91,7 @@ class DoomEnv(gym.Env):
         game.set_automap_buffer_enabled(False)
         game.set_audio_buffer_enabled(False)
         game.set_sound_enabled(False)
-        game.set_available_game_variables([])
+        game.set_available_game_variables([getattr(vzd.GameVariable, v) for v in spec.state_variables])
         game.set_available_buttons([getattr(vzd.Button, b) for b in spec.buttons])
         game.set_episode_timeout(0)  # we truncate at spec.max_episode_steps ourselves
         if spec.living_reward is not None:
@@ -109,6 +110,14 @@ class DoomEnv(gym.Env):
             return self._frame
         return _resize(state.screen_buffer, self.world.frame_size)
 
+    def _state(self) -> np.ndarray:
+        """The world's `state_variables` now, float32 (S,): read from the engine even after the episode ended,
+        so the last frame of a death carries the health it died with."""
+        import vizdoom as vzd
+
+        return np.array([self._game.get_game_variable(getattr(vzd.GameVariable, v)) for v in self.world.state_variables],
+                        np.float32)
+
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -122,7 +131,7 @@ class DoomEnv(gym.Env):
         self._done = False
         self._frame = None
         self._frame = self._grab()
-        return self._frame.copy(), {"engine_seed": self.engine_seed}
+        return self._frame.copy(), {"engine_seed": self.engine_seed, "state": self._state()}
 
     def step(self, action):
         if self._game is None or self._done:
@@ -134,7 +143,7 @@ class DoomEnv(gym.Env):
         truncated = (not terminated) and self._steps >= self.world.max_episode_steps
         self._frame = self._grab()
         self._done = terminated or truncated
-        return self._frame.copy(), reward, terminated, truncated, {}
+        return self._frame.copy(), reward, terminated, truncated, {"state": self._state()}
 
     def render(self):
         if self.render_mode != "rgb_array" or self._frame is None:

@@ -36,6 +36,9 @@ class WorldSpec:
     keys: dict[str, int] = field(default_factory=dict)
     reward_meaning: str = ""
     description: str = ""
+    # game variables recorded beside every frame (vizdoom GameVariable names): the state a frame does not show,
+    # such as the health a death follows from; datasets store them per frame as float32 (docs/DATASET.md)
+    state_variables: tuple[str, ...] = ()
 
     @property
     def fps(self) -> float:
