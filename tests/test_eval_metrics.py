@@ -308,3 +308,37 @@ def test_fidelity_goes_through_the_env_api_and_matches_the_sampler():
         assert rep["1"]["open_loop_psnr"] == pytest.approx(want, abs=0.05)
     still = torch.from_numpy(frames[30:32])
     assert float(psnr(blur2(still), still).mean()) < 40  # a blur is not a copy: it loses detail
+
+
+def test_termination_precision_is_given_at_the_datas_death_rate():
+    """Deaths are over-sampled (half the windows) to measure recall; precision must be what a dream policy meets,
+    at the data's own death rate: an always-terminal head gets precision = that rate, not 0.5."""
+    from odyssey_gym.eval.fidelity import head_accuracy
+
+    n, L = 200, 20  # 10 episodes of 20 frames, each ending in a death
+    ep = np.repeat(np.arange(n // L, dtype=np.int32), L)
+    first = np.r_[True, ep[1:] != ep[:-1]]
+    term = np.r_[ep[1:] != ep[:-1], True]
+    flat = FlatData(frames=np.zeros((n, 8, 8, 3), np.uint8), actions=np.zeros((n, 2), np.float32),
+                    rewards=np.zeros(n, np.float32), terminated=term, first=first, episode=ep)
+
+    class Fixed:  # a sampler whose termination head always says `verdict`
+        B, device = 4, torch.device("cpu")
+
+        def __init__(self, verdict):
+            self.verdict = verdict
+
+        def reset(self, frames, actions, mask):
+            pass
+
+        def step(self, actions):
+            return None, torch.zeros(self.B), torch.full((self.B,), self.verdict)
+
+    k = 3
+    rate = term[flat.window_starts(k + 1) + k].mean()
+    always = head_accuracy(Fixed(True), flat, k, windows=32)
+    assert always["termination_recall"] == 1.0 and always["termination_false_positive_rate"] == 1.0
+    assert always["death_rate"] == pytest.approx(rate) and always["termination_precision"] == pytest.approx(rate)
+    assert always["terminal_transitions"] >= 10  # every death, though random windows hit deaths too
+    never = head_accuracy(Fixed(False), flat, k, windows=32)
+    assert never["termination_recall"] == 0.0 and np.isnan(never["termination_precision"])

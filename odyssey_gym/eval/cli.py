@@ -440,7 +440,8 @@ def render_markdown(r: dict) -> str:
         lines += [f"Heads on {hd['transitions']} held-out transitions ({hd['terminal_transitions']} terminal): "
                   f"reward MAE {_fmt(hd['reward_mae'], 3)}, reward accuracy (|err|<0.5) {_fmt(hd['reward_accuracy'], 3)}, "
                   f"termination accuracy {_fmt(hd['termination_accuracy'], 3)}, recall {_fmt(hd['termination_recall'], 3)}, "
-                  f"false-positive rate {_fmt(hd['termination_false_positive_rate'], 3)}.", ""]
+                  f"false-positive rate {_fmt(hd['termination_false_positive_rate'], 3)}, precision at the data's "
+                  f"death rate ({_fmt(hd.get('death_rate'), 4)}) {_fmt(hd.get('termination_precision'), 3)}.", ""]
     lines += ["| batch | latency p50 (ms) | latency p99 (ms) | frames/s |", "|---|---|---|---|"]
     lines[-2] = "| batch | latency p50 (ms) | latency p99 (ms) | frames/s | mode |"
     lines[-1] = "|---|---|---|---|---|"

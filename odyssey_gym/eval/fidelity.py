@@ -152,14 +152,22 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
         true_r.append(torch.from_numpy(flat.rewards[idx[:take, context]]).float())
         true_t.append(torch.from_numpy(flat.terminated[idx[:take, context]]).bool())
     pr, pt, tr, tt = (torch.cat(x) for x in (preds_r, preds_t, true_r, true_t))
+    recall = float(pt[tt].float().mean()) if tt.any() else float("nan")
+    fpr = float(pt[~tt].float().mean()) if (~tt).any() else float("nan")
+    # the windows over-sample deaths; precision is given at the data's own death rate, from recall and the
+    # false-positive rate: what a policy in the dream meets
+    rate = float(flat.terminated[ends].mean())
+    hits, false = recall * rate, fpr * (1.0 - rate)
     return {
         "transitions": int(len(pr)),
         "terminal_transitions": int(tt.sum()),
         "reward_mae": float((pr - tr).abs().mean()),
         "reward_accuracy": float(((pr - tr).abs() < 0.5).float().mean()),
         "termination_accuracy": float((pt == tt).float().mean()),
-        "termination_recall": float(pt[tt].float().mean()) if tt.any() else float("nan"),
-        "termination_false_positive_rate": float(pt[~tt].float().mean()) if (~tt).any() else float("nan"),
+        "termination_recall": recall,
+        "termination_false_positive_rate": fpr,
+        "death_rate": rate,
+        "termination_precision": hits / (hits + false) if hits + false > 0 else float("nan"),
     }
 
 
