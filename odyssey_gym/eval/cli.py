@@ -277,33 +277,36 @@ def _probe_eval(sampler, flat, k, probe, n, seed):
     }
 
 
-def _minute_realism(probe, flat, minute_feats, seed, real_frames=4096):
-    """Fréchet distance (probe-trunk features) of each minute's rollout frames against held-out real frames.
+def _against(probe, ref_frames, other_frames, minute_feats) -> dict:
+    """Each minute's Fréchet distance (probe-trunk features) to `ref_frames`, beside that reference's floor (its
+    distance to `other_frames`, disjoint real frames) and bar (those frames blurred by 2 px): a minute counts
+    only when it beats real frames blurred by 2 px."""
+    from .realism import frame_features, frechet_distance
 
-    Also a floor: the same distance between two disjoint random halves of the real frames, each the size of
-    a minute's sample, so a reader sees how far from "indistinguishable" each minute is. Target:
+    ref = frame_features(probe, ref_frames)
+    per = [round(frechet_distance(ref, f), 4) if f is not None and len(f) >= 2 else None for f in minute_feats]
+    out = {"per_minute": per, "real_floor": None, "blurred_real": None, "reference_frames": int(len(ref))}
+    if len(other_frames) >= 2:
+        out["real_floor"] = round(frechet_distance(ref, frame_features(probe, other_frames)), 4)
+        out["blurred_real"] = round(frechet_distance(ref, frame_features(probe, _blur_np(other_frames))), 4)
+        out["minutes_better_than_blurred_real"] = [v is not None and v < out["blurred_real"] for v in per]
+    return out
+
+
+def _minute_realism(probe, flat, minute_feats, seed, real_frames=4096):
+    """Realism of each minute of the rollout against held-out real frames (`_against`), the floor's frames the
+    size of a minute's sample, so a reader sees how far from "indistinguishable" each minute is. Target:
     minute 5 within 10% of minute 1.
     """
     import numpy as np
 
-    from .realism import frame_features, frechet_distance
-
-    rng = np.random.default_rng(seed + 4)
-    order = rng.permutation(len(flat.frames))
+    order = np.random.default_rng(seed + 4).permutation(len(flat.frames))
     n_ref = min(real_frames, len(order) // 2)
-    ref = frame_features(probe, flat.frames[np.sort(order[:n_ref])])
-    per = [round(frechet_distance(ref, f), 4) if f is not None and len(f) >= 2 else None for f in minute_feats]
     sizes = [len(f) for f in minute_feats if f is not None]
     rest = order[n_ref:n_ref + (max(sizes) if sizes else 0)]
-    floor = blurred = None
-    if len(rest) >= 2:
-        other = flat.frames[np.sort(rest)]
-        floor = round(frechet_distance(ref, frame_features(probe, other)), 4)
-        blurred = round(frechet_distance(ref, frame_features(probe, _blur_np(other))), 4)
-    out = {"per_minute": per, "real_floor": floor, "blurred_real": blurred, "samples_per_minute": sizes,
-           "reference_frames": int(len(ref))}
-    if blurred is not None:  # absolute realism: a minute counts only if it beats real frames blurred by 2 px
-        out["minutes_better_than_blurred_real"] = [v is not None and v < blurred for v in per]
+    out = _against(probe, flat.frames[np.sort(order[:n_ref])], flat.frames[np.sort(rest)], minute_feats)
+    out["samples_per_minute"] = sizes
+    per = out["per_minute"]
     if len(per) >= 5 and per[0] and per[4] is not None:
         out["minute5_vs_minute1"] = round(per[4] / per[0] - 1.0, 4)
     return out
@@ -312,9 +315,8 @@ def _minute_realism(probe, flat, minute_feats, seed, real_frames=4096):
 def _engine_realism(probe, spec, flat, minute_feats, args, half: int = 2048):
     """Realism against the like-for-like reference: the real engine under the rollout's own held-key actions.
 
-    Per minute, the Fréchet distance of the rollout's features to `half` engine frames, beside that reference's
-    own floor (another `half` engine frames) and bar (those frames blurred by 2 px), and `vs_heldout`: the engine
-    frames' distance to the held-out play, which no model can beat when measured against that play."""
+    `_against` `half` engine frames (floor and bar from another `half`), and `vs_heldout`: the engine frames'
+    distance to the held-out play, which no model can beat when measured against that play."""
     import numpy as np
 
     from .realism import frame_features, frechet_distance
@@ -328,18 +330,18 @@ def _engine_realism(probe, spec, flat, minute_feats, args, half: int = 2048):
         return {"skipped": f"{type(e).__name__}: {e}"[:300]}
     order = np.random.default_rng(args.seed + 5).permutation(len(frames))
     n = len(frames) // 2
-    ref_frames, other = frames[np.sort(order[:n])], frames[np.sort(order[n:2 * n])]
-    ref = frame_features(probe, ref_frames)
-    per = [round(frechet_distance(ref, f), 4) if f is not None and len(f) >= 2 else None for f in minute_feats]
-    floor = round(frechet_distance(ref, frame_features(probe, other)), 4)
-    blurred = round(frechet_distance(ref, frame_features(probe, _blur_np(other))), 4)
-    rng = np.random.default_rng(args.seed + 4)
-    held = flat.frames[np.sort(rng.permutation(len(flat.frames))[:min(half, len(flat.frames))])]
-    return {"per_minute": per, "real_floor": floor, "blurred_real": blurred, "reference_frames": int(n),
-            "minutes_better_than_blurred_real": [v is not None and v < blurred for v in per],
-            "vs_heldout": round(frechet_distance(frame_features(probe, held), ref), 4),
-            "actions": f"held keys (odyssey_gym.eval.actions.held_key_actions), seed {args.seed}, engine reset seeds "
-                       f"{args.seed}..{args.seed + args.rollout_envs - 1}"}
+    ref_frames = frames[np.sort(order[:n])]
+    out = _against(probe, ref_frames, frames[np.sort(order[n:2 * n])], minute_feats)
+    held = flat.frames[np.sort(np.random.default_rng(args.seed + 4).permutation(len(flat.frames))[:half])]
+    out["vs_heldout"] = round(frechet_distance(frame_features(probe, held), frame_features(probe, ref_frames)), 4)
+    out["actions"] = (f"held keys (odyssey_gym.eval.actions.held_key_actions), seed {args.seed}, engine reset seeds "
+                      f"{args.seed}..{args.seed + args.rollout_envs - 1}")
+    return out
+
+
+def _minute_table(per_minute) -> list[str]:
+    return ["| minute | " + " | ".join(str(i + 1) for i in range(len(per_minute))) + " |",
+            "|---|" + "---|" * len(per_minute), "| Fréchet | " + " | ".join(_fmt(v, 3) for v in per_minute) + " |"]
 
 
 def _blur_np(frames, batch=512):
@@ -473,19 +475,13 @@ def render_markdown(r: dict) -> str:
                       f"frames, all envs, about {rz['samples_per_minute'][0] if rz['samples_per_minute'] else 0} frames per "
                       f"minute (real-vs-real floor at that sample size: {_fmt(rz['real_floor'], 3)}; real frames blurred "
                       f"by a 2-px Gaussian: {_fmt(rz.get('blurred_real'), 3)}, the bar every minute must beat). "
-                      f"Minute 5 vs minute 1: {verdict}.", "",
-                      "| minute | " + " | ".join(str(i + 1) for i in range(len(rz["per_minute"]))) + " |",
-                      "|---|" + "---|" * len(rz["per_minute"]),
-                      "| Fréchet | " + " | ".join(_fmt(v, 3) for v in rz["per_minute"]) + " |"]
+                      f"Minute 5 vs minute 1: {verdict}.", "", *_minute_table(rz["per_minute"])]
             eng = rz.get("engine") or {}
             if eng.get("per_minute"):
                 lines += ["", f"Against the real engine under the same held keys ({eng['reference_frames']} engine frames; "
                           f"engine-vs-engine floor {_fmt(eng['real_floor'], 3)}, engine frames blurred by 2 px "
                           f"{_fmt(eng['blurred_real'], 3)}; the engine's own distance to the held-out play above: "
-                          f"{_fmt(eng['vs_heldout'], 3)}):", "",
-                          "| minute | " + " | ".join(str(i + 1) for i in range(len(eng["per_minute"]))) + " |",
-                          "|---|" + "---|" * len(eng["per_minute"]),
-                          "| Fréchet | " + " | ".join(_fmt(v, 3) for v in eng["per_minute"]) + " |"]
+                          f"{_fmt(eng['vs_heldout'], 3)}):", "", *_minute_table(eng["per_minute"])]
             elif eng.get("skipped"):
                 lines += ["", f"Engine reference skipped: {eng['skipped']}"]
     return "\n".join(lines) + "\n"
