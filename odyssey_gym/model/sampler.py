@@ -314,7 +314,8 @@ class Sampler:
         z0 = x
         for i in range(len(sig) - 1):
             z0 = dyn.forward_cached(x, self._sig[i], actions, pos, caches, self.ptr, key_valid)[0]
-            fresh = hash_noise(self.seeds, self.frame_idx, i + 1, self.latent_shape) if self._fresh else None
+            fresh = (hash_noise(self.seeds, self.frame_idx, i + 1, self.latent_shape)
+                     if self._fresh and sig[i + 1] > 0 else None)  # the last pass needs no noise
             x = next_pass_input(z0, x, sig[i], sig[i + 1], fresh)
 
         # clean pass: the frame's final KV stays in its slot (it becomes context) and the heads read it
@@ -387,7 +388,8 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
         for i in range(len(sig) - 1):
             s = torch.cat([s_ctx, torch.full((B, 1), sig[i], device=dev)], dim=1)
             z0 = dyn(torch.cat([hist, x[:, None]], dim=1), s, acts)[0][:, -1]
-            fresh = hash_noise(seeds, torch.full((B,), fi, device=dev), i + 1, shape) if fresh_noise else None
+            fresh = (hash_noise(seeds, torch.full((B,), fi, device=dev), i + 1, shape)
+                     if fresh_noise and sig[i + 1] > 0 else None)
             x = next_pass_input(z0, x, sig[i], sig[i + 1], fresh)
         clean = ctx_input(z0, fi)
         s = torch.cat([s_ctx, torch.full((B, 1), cn, device=dev)], dim=1)
