@@ -75,10 +75,6 @@ class Episode:
             raise DatasetError(f"frame shape {tuple(self.frames.shape[1:])} does not match the dataset's {tuple(frame_shape)}")
         if action_shape is not None and tuple(np.shape(self.actions)[1:]) != tuple(action_shape):
             raise DatasetError(f"action shape {tuple(np.shape(self.actions)[1:])} does not match the dataset's {tuple(action_shape)}")
-        if self.state is not None:
-            st = np.asarray(self.state)
-            if st.ndim != 2 or len(st) != L + 1:
-                raise DatasetError(f"episode state must be (L+1, S) = ({L + 1}, S), got shape {st.shape}")
 
     def check_state(self, names: Sequence[str]) -> None:
         """The episode carries exactly the dataset's game variables `names`, finite (none: state is None)."""
