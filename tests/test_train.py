@@ -431,3 +431,98 @@ def test_peak_tflops_from_the_config_or_the_device_name(monkeypatch):
                        ("Tesla T4", None)):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, name=name: name)
         assert peak_tflops(TrainConfig(), cuda) == peak, name
+
+
+# ============================================================================ rolling self-forcing
+
+
+def _bank_setup(dataset, rows=3, window=6, context=4, max_age=5, advance=1, seed=0):
+    from odyssey_gym.data.dataset import open_dataset
+    from odyssey_gym.model import Dynamics, DynamicsConfig
+    from odyssey_gym.train.resident import ResidentData
+    from odyssey_gym.train.rollout_bank import RolloutBank
+
+    flat = open_dataset(dataset).flat()
+    data = ResidentData(flat, "cpu", seed=0)
+    data.set_latents(torch.randn(data.n, 4, 2, 2, generator=torch.Generator().manual_seed(1)))
+    torch.manual_seed(0)
+    dyn = Dynamics(DynamicsConfig(latent_channels=4, latent_size=(2, 2), patch_size=1, n_layer=1, n_head=2, n_embd=32,
+                                  action_dim=data.actions.shape[1], context_frames=context, max_frames=window,
+                                  start_from="previous", sigma_max=1.0))
+    with torch.no_grad():  # the output layer starts at zero; randomise it so generated frames differ from real ones
+        dyn.out.weight.normal_(0, 0.5)
+        dyn.out.bias.normal_(0, 0.5)
+    return flat, data, dyn, RolloutBank(data, rows, window, context, max_age, advance, seed)
+
+
+def test_rollout_bank_rows_follow_real_play_with_the_models_own_frames(dataset):
+    """Each row is a real window of one episode whose context stream is the model's own rollout under the
+    true actions: a step slides it one frame, the new frame is `generate_next` from its last K frames; rows
+    restart (real frames again) when their life or episode runs out, so every age up to max_age occurs."""
+    flat, data, dyn, bank = _bank_setup(dataset)
+    sigmas = [1.0, 0.0]
+    first = np.asarray(flat.first, bool)
+    assert torch.equal(bank.z, data.latents[bank.idx[:, None] + torch.arange(6)])  # fresh rows: real frames
+    ages, restarts = set(), 0
+    for _ in range(120):
+        idx0, z0, age0 = bank.idx.clone(), bank.z.clone(), bank.age.clone()
+        gen_state = bank.gen.get_state()
+        bank.advance(dyn, sigmas)
+        moved = bank.idx == idx0 + 1
+        # what the sampler would have made: the same noise (the bank's generator), the last K frames, true actions
+        g = torch.Generator().set_state(gen_state)
+        noise = torch.randn(z0[:, 0].shape, generator=g)
+        nxt = idx0 + 6
+        want = dyn.generate_next(z0[:, -4:], data.actions[(nxt[:, None] - 4 + torch.arange(4)).clamp_min(0)],
+                                 data.actions[nxt.clamp_max(data.n - 1)], noise=noise, sigmas=sigmas)
+        for r in range(bank.rows):
+            if moved[r]:
+                assert bank.age[r] == age0[r] + 1
+                assert torch.equal(bank.z[r, :-1], z0[r, 1:])
+                assert torch.allclose(bank.z[r, -1], want[r], atol=1e-5)
+                assert not torch.allclose(bank.z[r, -1], data.latents[nxt[r]])
+            else:
+                restarts += 1
+                assert bank.age[r] == 0 and torch.equal(bank.z[r], data.latents[bank.idx[r] + torch.arange(6)])
+            i = int(bank.idx[r])
+            assert not first[i + 1:i + 6].any() and i + 6 <= len(first)  # one episode
+            assert 0 <= int(bank.age[r]) <= 5
+        ages |= set(bank.age.tolist())
+    assert restarts > 10 and ages == set(range(6))
+    b = bank.batch()
+    assert torch.equal(b["z"], data.latents[bank.idx[:, None] + torch.arange(6)].float())
+    assert torch.equal(b["rollout_z"], bank.z.float()) and b["actions"].shape[:2] == (3, 6)
+
+
+def test_rollout_rows_are_the_context_stream_of_the_batch(dataset, monkeypatch):
+    """dyn_objective hands the loss the bank's frames as the last rows' context and the true frames as targets,
+    after the unroll changed the first rows (both at once: neither overwrites the other)."""
+    from odyssey_gym.train import steps, trainer
+
+    seen = {}
+    monkeypatch.setattr(steps, "dyn_loss", lambda dyn, b, **kw: seen.update(b=b, kw=kw) or (torch.zeros(()), {}))
+    z = torch.randn(5, 6, 4, 2, 2)
+    roll = torch.randn(2, 6, 4, 2, 2)
+    b = {"z": z, "actions": torch.rand(5, 6, 3), "unroll": 2, "rollout_z": roll}
+    monkeypatch.setattr(steps, "unroll_context", lambda dyn, b, n, *a: {"context_z": torch.cat([b["z"][:n] + 1, b["z"][n:]])})
+    trainer.dyn_objective(None, b, unroll_len=2, unroll_sigmas=[1.0, 0.0])
+    ctx = seen["kw"]["context_z"]
+    assert torch.equal(seen["b"]["z"], z) and torch.equal(ctx[:2], z[:2] + 1)
+    assert torch.equal(ctx[2], z[2]) and torch.equal(ctx[3:], roll)
+
+
+def test_training_with_a_rollout_bank_runs_and_checks_its_config(tmp_path, dataset, capsys):
+    cfg = write_config(tmp_path / "c.yaml", rollout_rows=3, rollout_max_age=4, rollout_advance=2, unroll_batch_frac=0.25)
+    out = tmp_path / "run"
+    assert run_inproc(cfg, dataset, out) == 0
+    err = capsys.readouterr().err
+    assert "rollout bank: 3 rows, 2 frames a step, lives up to 4 frames" in err
+    assert final_state(out)["phase"] == "done"
+    from odyssey_gym.train.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="rollout_rows"):
+        TrainConfig(dyn_batch_size=8, rollout_rows=9).validate()
+    with pytest.raises(ConfigError, match="rollout_rows.*unrolled rows"):
+        TrainConfig(dyn_batch_size=8, unroll_batch_frac=0.5, rollout_rows=5).validate()
+    with pytest.raises(ConfigError, match="rollout_max_age"):
+        TrainConfig(rollout_max_age=0).validate()

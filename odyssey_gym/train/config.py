@@ -81,6 +81,12 @@ class TrainConfig:
     # teacher forcing: passes over the unrolled frames, each sampling them from the previous pass's frames, so
     # frame k of the unroll carries min(k + 1, depth) compounded errors as in open-loop play (1: one-step errors)
     unroll_depth: int = 1
+    # rolling self-forcing (`rollout_bank.py`), from the same step as the unroll: the last `rollout_rows` rows of
+    # each batch come from rollouts the model keeps generating between steps (`rollout_advance` frames a step,
+    # each row restarted after a life drawn in 1..`rollout_max_age` frames); 0 rows: off
+    rollout_rows: int = 0
+    rollout_max_age: int = 96
+    rollout_advance: int = 2
 
     # --- stabilisers
     ema_decay: float = 0.999
@@ -120,6 +126,13 @@ class TrainConfig:
         need(self.unroll_len < self.dyn_window, "unroll_len", f"must be < dyn_window ({self.dyn_window})")
         need(0.0 <= self.unroll_start_frac <= 1.0, "unroll_start_frac", "must lie in [0, 1]")
         need(0.0 <= self.unroll_batch_frac <= 1.0, "unroll_batch_frac", "must lie in [0, 1]")
+        need(0 <= int(self.rollout_rows) <= self.dyn_batch_size, "rollout_rows",
+             f"must lie in 0..dyn_batch_size ({self.dyn_batch_size})")
+        need(int(round(self.unroll_batch_frac * self.dyn_batch_size)) + int(self.rollout_rows) <= self.dyn_batch_size
+             or self.unroll_len == 0, "rollout_rows",
+             "plus the unrolled rows (unroll_batch_frac * dyn_batch_size) must not exceed dyn_batch_size")
+        need(int(self.rollout_max_age) >= 1, "rollout_max_age", "must be >= 1")
+        need(int(self.rollout_advance) >= 1, "rollout_advance", "must be >= 1")
         need(0.0 <= self.ema_decay < 1.0, "ema_decay", "must lie in [0, 1)")
         need(self.ae_lr > 0 and self.dyn_lr > 0, "ae_lr/dyn_lr", "must be > 0")
         need(self.lr_schedule in ("cosine", "constant"), "lr_schedule", "must be 'cosine' or 'constant'")

@@ -31,6 +31,7 @@ from .config import RunConfig, TrainConfig
 from .dist import (DistInfo, barrier, gather_objects, init_distributed, mean_metrics, min_over_ranks, rank0_flags,
                    shutdown_distributed)
 from .resident import ResidentData
+from .rollout_bank import RolloutBank
 
 
 @dataclass
@@ -222,7 +223,7 @@ class Phase:
     sched: torch.optim.lr_scheduler.LRScheduler
     frames_per_step: float  # target frames per step on one rank
     bar: Any = None
-    flops: dict[int, float] = field(default_factory=dict)  # model FLOPs of one step, by `step_kind`
+    flops: dict[tuple[int, bool], float] = field(default_factory=dict)  # model FLOPs of one step, by `step_kind`
     nonfinite_at: torch.Tensor | None = None  # device int64: first step with a non-finite loss/grad norm, else NEVER
     # since the last log line
     acc: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -371,25 +372,41 @@ def ae_phase(s: Setup, run: RunState) -> Phase:
 
 
 def dyn_objective(dyn: torch.nn.Module, b: dict[str, Any], unroll_len: int, unroll_sigmas, unroll_depth: int = 1):
+    kw: dict[str, Any] = {}
     if b["unroll"]:
         # self-forcing-lite: the last `unroll_len` context frames of the first rows become the
         # model's own samples (no grad); the targets stay the true frames.
         kw = steps.unroll_context(dyn, b, b["unroll"], unroll_len, unroll_sigmas, unroll_depth)
         if "z" in kw:
             b = {**b, "z": kw.pop("z")}
-        return steps.dyn_loss(dyn, b, **kw)
-    return steps.dyn_loss(dyn, b)
+    if "rollout_z" in b:
+        # rolling self-forcing: the last rows' context stream is the rollout bank's own frames
+        ctx = kw.get("context_z", b["z"]).clone()
+        ctx[-b["rollout_z"].shape[0]:] = b["rollout_z"].to(ctx.dtype)
+        kw["context_z"] = ctx
+    return steps.dyn_loss(dyn, b, **kw)
 
 
 def unroll_start(tc: TrainConfig) -> int:
-    """The dynamics step from which batches carry unrolled rows."""
-    return int(round(tc.unroll_start_frac * tc.dyn_steps)) if tc.unroll_len > 0 else tc.dyn_steps
+    """The dynamics step from which batches carry unrolled rows (and rows of the rollout bank)."""
+    on = tc.unroll_len > 0 or tc.rollout_rows > 0
+    return int(round(tc.unroll_start_frac * tc.dyn_steps)) if on else tc.dyn_steps
 
 
-def dyn_batch(s: Setup, step: int) -> dict[str, Any]:
+def dyn_batch(s: Setup, step: int, bank: RolloutBank | None = None, dyn: torch.nn.Module | None = None,
+              sigmas=None) -> dict[str, Any]:
+    """Random windows; from `unroll_start` the first rows unrolled and the last `rollout_rows` from the bank,
+    which first advances its rollouts with the live model (no grad)."""
     tc = s.tc
-    b = s.data.sample_windows(tc.dyn_batch_size, tc.dyn_window)
-    b["unroll"] = int(round(tc.unroll_batch_frac * tc.dyn_batch_size)) if step >= unroll_start(tc) else 0
+    late = step >= unroll_start(tc)
+    n_roll = tc.rollout_rows if (late and bank is not None) else 0
+    b = s.data.sample_windows(tc.dyn_batch_size - n_roll, tc.dyn_window)
+    if n_roll:
+        with s.amp:
+            bank.advance(dyn, sigmas)
+        r = bank.batch()
+        b = {k: torch.cat([b[k], r[k]]) for k in b} | {"rollout_z": r["rollout_z"]}
+    b["unroll"] = int(round(tc.unroll_batch_frac * tc.dyn_batch_size)) if (late and tc.unroll_len > 0) else 0
     return b
 
 
@@ -397,7 +414,18 @@ def dyn_phase(s: Setup, run: RunState) -> Phase:
     tc = s.tc
     objective = functools.partial(dyn_objective, unroll_len=tc.unroll_len, unroll_depth=tc.unroll_depth,
                                   unroll_sigmas=run.model.config.sigma_schedule(tc.unroll_steps))
-    return make_phase(s, run, "dyn", run.model.dynamics, run.ema.dynamics, objective, dyn_batch,
+    batch_fn = dyn_batch
+    if tc.rollout_rows:
+        dcfg = run.model.config.dynamics
+        if dcfg.objective != "teacher_forcing":
+            raise TrainingError(f"train.rollout_rows needs the teacher_forcing objective, the model has {dcfg.objective!r}")
+        bank = RolloutBank(s.data, tc.rollout_rows, tc.dyn_window, dcfg.context_frames, tc.rollout_max_age,
+                           tc.rollout_advance, seed=tc.seed * 1000 + 17 + s.info.rank)
+        batch_fn = functools.partial(dyn_batch, bank=bank, dyn=run.model.dynamics,
+                                     sigmas=run.model.config.sigma_schedule(tc.unroll_steps))
+        s.log(f"rollout bank: {tc.rollout_rows} rows, {tc.rollout_advance} frames a step, lives up to "
+              f"{tc.rollout_max_age} frames")
+    return make_phase(s, run, "dyn", run.model.dynamics, run.ema.dynamics, objective, batch_fn,
                       tc.dyn_steps, tc.dyn_lr, tc.dyn_weight_decay, tc.dyn_warmup_steps)
 
 
@@ -474,9 +502,10 @@ def run_phase(s: Setup, run: RunState, ph: Phase) -> bool:
             ph.bar.close()
 
 
-def step_kind(batch) -> int:
-    """Steps of one kind cost the same FLOPs: the dynamics' unrolled rows change the cost, nothing else does."""
-    return int(batch["unroll"]) if isinstance(batch, dict) else 0
+def step_kind(batch) -> tuple[int, bool]:
+    """Steps of one kind cost the same FLOPs: the dynamics' unrolled rows change the cost (the rollout bank's
+    sampling runs before the step and is not counted), nothing else does."""
+    return (int(batch["unroll"]), "rollout_z" in batch) if isinstance(batch, dict) else (0, False)
 
 
 def count_flops(s: Setup, ph: Phase, batch) -> float:
