@@ -29,7 +29,10 @@ from .world_model import RENOISE, WorldModel
 CLEAN_PASS = 255  # noise stream of the clean (context-writing) pass; denoising pass i uses stream i
 TERM_STREAM = 254  # the uniform that decides a sampled termination
 TERMINATION_MODES = ("threshold", "sample")
-CPU_PREFILL_ROWS = 2  # envs per context pass of `reset` on a CPU: bounds its RAM; a GPU runs them all at once
+CPU_PREFILL_ROWS = 2  # envs per context pass of `reset` on a CPU: bounds its RAM
+# context frames per pass of `reset` on a GPU: 1024 doom-explore envs in one pass (16,384 frames through the
+# encoder at once) ran out of an H200's memory, while 2,048 frames a pass already fill the GPU
+GPU_PREFILL_FRAMES = 2048
 _M32 = 0xFFFFFFFF
 
 
@@ -108,8 +111,9 @@ class Sampler:
         compile: torch.compile the step and capture it in a CUDA graph (CUDA only; ignored elsewhere).
         cuda_graph: capture the (eager) step in a CUDA graph (CUDA only; ignored elsewhere).
         seed: seeds the host generator that picks per-env seeds when `reset` is given none.
-        prefill_rows: envs whose context `reset` encodes and runs in one pass (None: all of them on a GPU,
-            CPU_PREFILL_ROWS on a CPU, where a 16-env batch in one pass took 2 GB more RAM than the model).
+        prefill_rows: envs whose context `reset` encodes and runs in one pass (None: GPU_PREFILL_FRAMES context
+            frames' worth on a GPU, CPU_PREFILL_ROWS on a CPU, where a 16-env batch in one pass took 2 GB more
+            RAM than the model).
 
     State (device tensors, updated in place): k_cache/v_cache (L, B, H, (K+1)*P, hd), ptr, valid, frame_idx,
     seeds (B,), last_latent (B, C, h, w) = the newest frame's normalised latent (where the next frame starts from with
@@ -151,7 +155,7 @@ class Sampler:
         self._term_offset = math.log(max(float(getattr(d, "term_pos_weight", 1.0)), 1e-6))
         self.generator = torch.Generator().manual_seed(seed)
         if prefill_rows is None:
-            prefill_rows = self.B if device.type == "cuda" else CPU_PREFILL_ROWS
+            prefill_rows = max(1, GPU_PREFILL_FRAMES // self.K) if device.type == "cuda" else CPU_PREFILL_ROWS
         if isinstance(prefill_rows, bool) or not isinstance(prefill_rows, int) or prefill_rows < 1:
             raise ValueError(f"prefill_rows must be an integer >= 1, got {prefill_rows!r}")
         self.prefill_rows = prefill_rows
