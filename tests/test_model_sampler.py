@@ -279,6 +279,35 @@ def test_a_failed_capture_falls_back_to_eager_inside_the_sampler(monkeypatch):
     assert s.prepare() == "eager"  # nothing left to capture
 
 
+def test_a_failed_decoder_compile_falls_back_to_the_plain_graph(monkeypatch):
+    """A decoder that does not compile costs the speed-up, not the CUDA graph: the sampler captures again
+    without it (mode "cuda_graph"), says why, and only a failure of that capture leaves it eager."""
+    m = tiny_model()
+    s = Sampler(m, batch_size=2, device="cpu", compile_decoder=True)
+    assert s.mode == "eager"  # CPU: no graph, so no compiled decoder either
+    s._use_graph, s._compiled_decoder, s.mode = True, True, "cuda_graph+compiled_decoder"  # as on a GPU
+    tried = []
+
+    def capture():
+        tried.append(s._compiled_decoder)
+        if s._compiled_decoder:
+            raise RuntimeError("triton: PassManager::run failed")
+        s._graph = "captured"
+
+    monkeypatch.setattr(s, "_capture", capture)
+    with pytest.warns(RuntimeWarning, match="compiling the decoder failed"):
+        assert s.prepare() == "cuda_graph"
+    assert tried == [True, False] and "PassManager" in s.fallback_error and s._graph == "captured"
+    # an env asks for it by name, on CUDA only
+    from odyssey_gym.envs.vector_env import WorldModelVectorEnv
+
+    tc = WorldModel(WorldModelConfig.tiny(frame_size=(64, 64), action_dim=3, world="doom-takecover"))
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        WorldModelVectorEnv("doom-takecover", num_envs=1, device="cpu", weights=tc, compile="decoder")
+    with pytest.raises(ValueError, match="'decoder'"):
+        WorldModelVectorEnv("doom-takecover", num_envs=1, device="cpu", weights=tc, compile="fast")
+
+
 def test_sampler_flags_nonfinite_latents_per_env():
     m = tiny_model()
     frames, ctx_a, acts = data(2, 3, 2)

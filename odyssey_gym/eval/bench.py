@@ -64,6 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-root", default=None, help="dir holding <world>/ weight dirs (default: the shipped weights)")
     p.add_argument("--sampling-steps", type=int, default=None, help="denoising steps per frame (default: the model's)")
     p.add_argument("--eager", action="store_true", help="no CUDA graph (default on CUDA: CUDA graph, eager fallback)")
+    p.add_argument("--compile-decoder", action="store_true",
+                   help="CUDA graph with the frame decoder compiled (env compile='decoder'; CUDA only)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="markdown file to write (replace) the section in, e.g. BENCHMARKS.md (default: print it only)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
@@ -135,7 +137,7 @@ def _make_env(world, num_envs, device, weights, args):
         env = WorldModelVectorEnv(
             world, num_envs=num_envs, device=device, weights=weights,
             backend="torch" if device.type == "cuda" else "numpy",
-            sampling_steps=args.sampling_steps, compile=False if args.eager else None,
+            sampling_steps=args.sampling_steps, compile=False if args.eager else "decoder" if args.compile_decoder else None,
         )
     for w in caught:
         print(f"  warning: {w.message}", file=sys.stderr)
