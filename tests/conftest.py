@@ -5,7 +5,7 @@
 - headless SDL (pygame, vizdoom) and matplotlib;
 - minari datasets go to a per-session temp dir, never ~/.minari;
 - no test may rely on the shipped weights in odyssey_gym/weights/ (git-ignored for now): tests build
-  tiny weights with odyssey_gym.envs.testing.make_tiny_weights. The one exception,
+  tiny weights with tiny_weights.make_tiny_weights. The one exception,
   tests/test_shipped_weights.py, skips itself when they are absent.
 """
 

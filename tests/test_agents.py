@@ -28,7 +28,7 @@ def _run(script, *args, cwd):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from odyssey_gym.envs.testing import make_tiny_weights
+    from tiny_weights import make_tiny_weights
 
     root = tmp_path_factory.mktemp("agents")
     make_tiny_weights("doom-takecover", root / "w")
@@ -112,7 +112,7 @@ def test_collect_records_with_a_frame_stacked_agent(trained, tmp_path):
 def test_dream_loop_two_rounds_on_tiny(tmp_path):
     """agents/dream_loop.py: PPO in the dream, real score, real data with the policy, world-model fine-tune, again."""
     from odyssey_gym.data.recorder import collect
-    from odyssey_gym.envs.testing import make_tiny_weights
+    from tiny_weights import make_tiny_weights
 
     w = make_tiny_weights("doom-takecover", tmp_path / "w", n_starts=4)
     collect("doom-takecover", tmp_path / "base", steps=150, workers=1, seed=9, progress=False)

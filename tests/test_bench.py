@@ -8,7 +8,7 @@ import re
 import pytest
 
 from odyssey_gym.cli import main
-from odyssey_gym.envs.testing import make_tiny_weights
+from tiny_weights import make_tiny_weights
 
 pytest.importorskip("vizdoom")
 

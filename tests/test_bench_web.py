@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("uvicorn")
 pytest.importorskip("websockets")
 
-from odyssey_gym.envs.testing import make_tiny_weights  # noqa: E402
+from tiny_weights import make_tiny_weights  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_web.py"
 

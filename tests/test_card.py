@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from odyssey_gym.cli import main
-from odyssey_gym.envs.testing import make_tiny_weights
+from tiny_weights import make_tiny_weights
 
 WORLD = "doom-takecover"
 

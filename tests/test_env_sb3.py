@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from odyssey_gym.envs.sb3 import OdysseyVecEnv
-from odyssey_gym.envs.testing import make_tiny_weights
+from tiny_weights import make_tiny_weights
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 import odyssey_gym  # noqa: F401  (registers the ids)
 from odyssey_gym.envs.single_env import WorldModelEnv
-from odyssey_gym.envs.testing import make_tiny_weights
+from tiny_weights import make_tiny_weights
 from odyssey_gym.envs.vector_env import WorldModelVectorEnv
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gymnasium.error import ResetNeeded
 
-from odyssey_gym.envs.testing import make_tiny_weights
+from tiny_weights import make_tiny_weights
 from odyssey_gym.envs.vector_env import WorldModelVectorEnv
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-from odyssey_gym.envs.testing import make_tiny_weights
+from tiny_weights import make_tiny_weights
 from odyssey_gym.envs.vector_env import NonFiniteOutputError, WorldModelVectorEnv, start_index
 
 WORLD = "doom-takecover"

@@ -22,7 +22,7 @@ def real_data(tmp_path_factory):
 
 def test_train_probe_refuses_the_world_models_training_seeds(real_data, tmp_path, capsys):
     from odyssey_gym.data.dataset import open_dataset
-    from odyssey_gym.envs.testing import make_tiny_weights
+    from tiny_weights import make_tiny_weights
 
     w = make_tiny_weights(WORLD, tmp_path / "w")
     seed = int(open_dataset([str(real_data / "probe")]).episodes[0]["seed"])
@@ -36,7 +36,7 @@ def test_train_probe_refuses_the_world_models_training_seeds(real_data, tmp_path
 
 
 def test_train_probe_then_eval_writes_every_section(real_data, tmp_path, capsys):
-    from odyssey_gym.envs.testing import make_tiny_weights
+    from tiny_weights import make_tiny_weights
 
     w = make_tiny_weights(WORLD, tmp_path / "w")
     rc = main(["train-probe", "--world", WORLD, "--data", str(real_data / "probe"), "--val-data", str(real_data / "heldout"),
@@ -94,7 +94,7 @@ def test_train_probe_then_eval_writes_every_section(real_data, tmp_path, capsys)
 
 def test_speed_names_the_mode_the_sampler_ran_and_reports_a_fallback(real_data, tmp_path, monkeypatch):
     """A sampler that cannot compile falls back to eager by itself; eval must not time that as "compile"."""
-    from odyssey_gym.envs.testing import make_tiny_weights
+    from tiny_weights import make_tiny_weights
     from odyssey_gym.model.sampler import Sampler
 
     w = make_tiny_weights(WORLD, tmp_path / "w")

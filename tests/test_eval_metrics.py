@@ -182,7 +182,7 @@ def test_multibinary_probe_and_shuffle():
 
 def test_cli_probe_hook_on_tiny_model(toy_probe, tmp_path):
     """The optional `eval --probe` path: real vs one-step generated transitions of a random tiny model."""
-    from odyssey_gym.envs.testing import make_tiny_weights
+    from tiny_weights import make_tiny_weights
     from odyssey_gym.eval.cli import _minute_realism, _probe_eval, render_markdown
     from odyssey_gym.model import Sampler, WorldModel
 
@@ -212,7 +212,7 @@ def test_cli_probe_hook_on_tiny_model(toy_probe, tmp_path):
 
 def test_long_rollout_collects_probe_features_every_minute(toy_probe, tmp_path):
     """Realism features come from every env, spread over each minute, and stay on the device until it ends."""
-    from odyssey_gym.envs.testing import make_tiny_weights, synthetic_start_bank
+    from tiny_weights import make_tiny_weights, synthetic_start_bank
     from odyssey_gym.eval.realism import device_features
     from odyssey_gym.eval.stability import long_rollout
     from odyssey_gym.model import Sampler, WorldModel
@@ -271,7 +271,7 @@ def test_fidelity_goes_through_the_env_api_and_matches_the_sampler():
     from gymnasium.vector import AutoresetMode
 
     from odyssey_gym.data.windows import FlatData
-    from odyssey_gym.envs.testing import make_tiny_weights
+    from tiny_weights import make_tiny_weights
     from odyssey_gym.envs.vector_env import WorldModelVectorEnv
     from odyssey_gym.eval.fidelity import blur2, horizon_fidelity
     from odyssey_gym.eval.metrics import psnr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from odyssey_gym.envs.testing import make_tiny_weights
+from tiny_weights import make_tiny_weights
 from odyssey_gym.envs.vector_env import WorldModelVectorEnv
 
 B, K = 2, 4

@@ -28,7 +28,7 @@ def datasets(tmp_path_factory):
 
 def tiny_weights(path: Path) -> Path:
     """Tiny random weights with a one-leg campaign log and a probe folder (which landing must keep)."""
-    from odyssey_gym.envs.testing import make_tiny_weights
+    from tiny_weights import make_tiny_weights
 
     w = make_tiny_weights(WORLD, path)
     log = append_leg(None, {"steps": {"ae": 5, "dyn": 5}, "gpu_minutes": 0.5,

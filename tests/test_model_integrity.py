@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import odyssey_gym.model as om
-from odyssey_gym.envs.testing import make_tiny_weights
+from tiny_weights import make_tiny_weights
 from odyssey_gym.envs.vector_env import WorldModelVectorEnv
 from odyssey_gym.model import WorldModel, WorldModelConfig, record_shard_hashes
 from odyssey_gym.worlds import get_world

@@ -20,7 +20,7 @@ pytest.importorskip("httpx")
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from odyssey_gym.envs.testing import make_tiny_weights  # noqa: E402
+from tiny_weights import make_tiny_weights  # noqa: E402
 from odyssey_gym.play.web.protocol import (  # noqa: E402
     MAX_MESSAGE_BYTES, CommandMessage, KeyMap, KeyMessage, ProtocolError, parse_message, unpack_frame_header)
 from odyssey_gym.play.web.server import GameServer, WebConfig, create_app, serve_in_thread  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from odyssey_gym.envs.testing import make_tiny_weights
+from tiny_weights import make_tiny_weights
 
 CHROMIUM = os.environ.get("ODYSSEY_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("ODYSSEY_REQUIRE_BROWSER") == "1"

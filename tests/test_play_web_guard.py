@@ -16,7 +16,7 @@ pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
-from odyssey_gym.envs.testing import make_tiny_weights  # noqa: E402
+from tiny_weights import make_tiny_weights  # noqa: E402
 from odyssey_gym.play.web.guard import TokenBucket, host_allowed, origin_allowed  # noqa: E402
 from odyssey_gym.play.web.server import GameServer, WebConfig, create_app, serve_in_thread  # noqa: E402
 

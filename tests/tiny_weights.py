@@ -1,4 +1,4 @@
-"""Helpers for tests and examples: a tiny random-init world model saved with a synthetic start bank."""
+"""Test helper: a tiny random-init world model saved with a synthetic start bank (weights in seconds, on a CPU)."""
 
 from __future__ import annotations
 
@@ -56,18 +56,6 @@ def make_tiny_weights(world: str | WorldSpec, out_dir: str | Path, n_starts: int
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    K = int(getattr(cfg, "context_frames", None) or getattr(cfg, "context_length", None) or 4)
-    frames, actions = synthetic_start_bank(spec, n_starts, K, seed=seed)
-    _save_bank(out, frames, actions)
+    frames, actions = synthetic_start_bank(spec, n_starts, cfg.context_frames, seed=seed)
+    np.savez_compressed(out / "start_bank.npz", frames=frames, actions=actions)
     return out
-
-
-def _save_bank(out: Path, frames: np.ndarray, actions: np.ndarray) -> None:
-    try:
-        from odyssey_gym.model import save_start_bank
-    except ImportError:
-        save_start_bank = None
-    if save_start_bank is not None:
-        save_start_bank(out, frames, actions)
-    else:
-        np.savez_compressed(out / "start_bank.npz", frames=frames, actions=actions)
