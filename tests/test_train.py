@@ -526,3 +526,17 @@ def test_training_with_a_rollout_bank_runs_and_checks_its_config(tmp_path, datas
         TrainConfig(dyn_batch_size=8, unroll_batch_frac=0.5, rollout_rows=5).validate()
     with pytest.raises(ConfigError, match="rollout_max_age"):
         TrainConfig(rollout_max_age=0).validate()
+
+
+def test_a_checkpoint_from_before_a_train_field_existed_still_resumes():
+    """A field the checkpoint's config lacks counts as its default: resuming with the default is the same run,
+    resuming with another value is refused by name."""
+    from odyssey_gym.train.config import TrainConfig, diff_configs
+
+    old = from_dict(TINY).flat()
+    del old["train.rollout_rows"], old["train.rollout_max_age"]
+    assert diff_configs(old, from_dict(TINY).flat()) == []
+    changed = from_dict({**TINY, "train": {**TINY["train"], "rollout_rows": 2}}).flat()
+    assert diff_configs(old, changed) == ["train.rollout_rows"]
+    assert diff_configs({**old, "train.dyn_lr": 1.0}, from_dict(TINY).flat()) == ["train.dyn_lr"]
+    assert TrainConfig().rollout_rows == 0

@@ -96,9 +96,6 @@ class OdysseyVecEnv(VecEnv):
     def _n(self, indices: VecEnvIndices) -> int:
         return len(list(self._get_indices(indices)))
 
-    def _target(self, name: str):
-        return self.venv
-
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """All envs share one batched env, so an attribute is the same for every index."""
         if attr_name == "render_mode":

@@ -30,7 +30,7 @@ RESUME_MUTABLE = frozenset(
         "train.keep_checkpoints",
         "train.compile",
         "train.start_bank_size",
-        "train.eval_batches",
+        "train.eval_batches",  # a reserved field of older configs, since removed
         "train.peak_tflops",
     }
 )
@@ -99,7 +99,6 @@ class TrainConfig:
     save_every_steps: int = 0
     save_every_seconds: float = 120.0
     keep_checkpoints: int = 2
-    eval_batches: int = 0  # reserved
 
     # --- export
     start_bank_size: int = 16  # N starting contexts in start_bank.npz
@@ -172,10 +171,17 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def train_defaults() -> dict[str, Any]:
+    """`train.<field>` -> its default: what a config written before the field existed trained with."""
+    return {f"train.{f.name}": getattr(TrainConfig(), f.name) for f in dataclasses.fields(TrainConfig)}
+
+
 def diff_configs(a: dict[str, Any], b: dict[str, Any], ignore=RESUME_MUTABLE) -> list[str]:
-    """Keys (dotted) whose values differ between two `RunConfig.flat()` dicts."""
+    """Keys (dotted) whose values differ between two `RunConfig.flat()` dicts. A train field one side lacks
+    counts as its default, so a checkpoint from before a field was added resumes while the field keeps it."""
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if k not in ignore and a.get(k, "<absent>") != b.get(k, "<absent>")]
+    d = train_defaults()
+    return [k for k in keys if k not in ignore and a.get(k, d.get(k, "<absent>")) != b.get(k, d.get(k, "<absent>"))]
 
 
 def from_dict(d: dict[str, Any], source: str = "<dict>") -> RunConfig:

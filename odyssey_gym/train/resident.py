@@ -105,8 +105,3 @@ class ResidentData:
 def uint8_to_float(x: torch.Tensor) -> torch.Tensor:
     """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [-1, 1]."""
     return x.movedim(-1, -3).float().div_(127.5).sub_(1.0)
-
-
-def float_to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) float in [-1, 1] -> (..., H, W, 3) uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
