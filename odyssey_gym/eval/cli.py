@@ -46,14 +46,6 @@ def add_arguments(p) -> None:
                    help="skip the realism reference of the real engine under the rollout's held keys (needs the engine)")
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _fmt(x, nd=2):
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
 
@@ -72,7 +64,9 @@ def run(args) -> int:
     spec = get_world(args.world)
     if not args.weights:
         shipped_weights(spec.name)  # or the error that says how to pass weights
-    device = _device(args.device)
+    from odyssey_gym.envs.vector_env import resolve_device
+
+    device = resolve_device(args.device)
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
         args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = (WorldModel.from_pretrained(args.weights, device=device, dtype=dtype) if args.weights

@@ -43,6 +43,7 @@ def run(args) -> int:
     import torch
 
     from ..data.dataset import open_dataset
+    from ..envs.vector_env import resolve_device
     from ..model import weights_dir
     from ..worlds import get_world
     from .probe import probe_accuracy, real_pairs, train_probe
@@ -55,8 +56,7 @@ def run(args) -> int:
         return _fail(f"--steps and --batch must be >= 1 (got {args.steps}, {args.batch})")
     wdir = Path(args.weights) if args.weights else weights_dir(spec.name)
     out = Path(args.out) if args.out else wdir / "probe"
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     data = open_dataset(args.data, world=spec)
     seeds = {int(e["seed"]) for e in data.episodes}
     summary = wdir / "train_summary.json"

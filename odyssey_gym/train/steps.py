@@ -7,7 +7,6 @@ Everything model-specific goes through: `WorldModelConfig` (from_dict / presets)
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
