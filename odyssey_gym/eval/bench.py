@@ -33,6 +33,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,28 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _make_env(world, num_envs, device, weights, args):
+@dataclass(frozen=True)
+class Timing:
+    """How `bench` times the env, read once from the command line (the timing code never sees argparse)."""
+
+    steps: int = 100
+    repeats: int = 3
+    warmup: int | None = None  # None: min(10, steps)
+    latency_steps: int | None = None  # None: steps
+    sampling_steps: int | None = None
+    compile: bool | str | None = None  # the env's `compile`: None (CUDA graph on CUDA), False (eager), "decoder"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Timing":
+        return cls(steps=args.steps, repeats=args.repeats, warmup=args.warmup, latency_steps=args.latency_steps,
+                   sampling_steps=args.sampling_steps,
+                   compile=False if args.eager else "decoder" if args.compile_decoder else None)
+
+    def warmup_for(self, n: int) -> int:
+        return self.warmup if self.warmup is not None else min(10, n)
+
+
+def _make_env(world, num_envs, device, weights, timing: Timing):
     from odyssey_gym.envs.vector_env import WorldModelVectorEnv
 
     with warnings.catch_warnings(record=True) as caught:
@@ -137,7 +159,7 @@ def _make_env(world, num_envs, device, weights, args):
         env = WorldModelVectorEnv(
             world, num_envs=num_envs, device=device, weights=weights,
             backend="torch" if device.type == "cuda" else "numpy",
-            sampling_steps=args.sampling_steps, compile=False if args.eager else "decoder" if args.compile_decoder else None,
+            sampling_steps=timing.sampling_steps, compile=timing.compile,
         )
     for w in caught:
         print(f"  warning: {w.message}", file=sys.stderr)
@@ -150,16 +172,16 @@ def _mode(env) -> str:
     return f"{mode} (CUDA graph failed: {err})" if err else mode
 
 
-def time_env(world, num_envs: int, device, weights, args) -> dict:
+def time_env(world, num_envs: int, device, weights, timing: Timing) -> dict:
     """Steps/s of the vector env at `num_envs` (median of repeats); dict with 'error'/'oom' on failure."""
     import torch
 
     spec = _spec(world)
-    steps, repeats = args.steps, args.repeats
-    warmup = args.warmup if args.warmup is not None else min(10, steps)
+    steps, repeats = timing.steps, timing.repeats
+    warmup = timing.warmup_for(steps)
     env = None
     try:
-        env, warns = _make_env(world, num_envs, device, weights, args)
+        env, warns = _make_env(world, num_envs, device, weights, timing)
         torch_backend = env.backend == "torch"
         acts = _random_actions(spec, warmup + steps, num_envs, device, torch_backend, seed=num_envs)
         with torch.no_grad():
@@ -195,16 +217,16 @@ def time_env(world, num_envs: int, device, weights, args) -> dict:
             torch.cuda.reset_peak_memory_stats(device)
 
 
-def time_latency(world, device, weights, args) -> dict:
+def time_latency(world, device, weights, timing: Timing) -> dict:
     """Action-to-frame latency at num_envs 1: each step timed alone (CUDA events, synchronized per step)."""
     import torch
 
     spec = _spec(world)
-    n = args.latency_steps or args.steps
-    warmup = args.warmup if args.warmup is not None else min(10, n)
+    n = timing.latency_steps or timing.steps
+    warmup = timing.warmup_for(n)
     env = None
     try:
-        env, _ = _make_env(world, 1, device, weights, args)
+        env, _ = _make_env(world, 1, device, weights, timing)
         acts = _random_actions(spec, warmup + n, 1, device, env.backend == "torch", seed=7)
         cuda = device.type == "cuda"
         gpu_ms, host_ms = [], []
@@ -404,6 +426,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.repeats < 1:
         print("--steps and --repeats must be >= 1", file=sys.stderr)
         return 2
+    timing = Timing.from_args(args)
     try:
         device = resolve_device(args.device)
         specs = [_spec(w) for w in worlds]
@@ -459,7 +482,7 @@ def run(args: argparse.Namespace) -> int:
                 w["env"].append({"num_envs": n, "skipped": stop_reason})
                 bar.update(1)
                 continue
-            r = time_env(spec.name, n, device, weights[spec.name], args)
+            r = time_env(spec.name, n, device, weights[spec.name], timing)
             w["env"].append(r)
             if "error" in r:
                 if r.get("oom"):
@@ -470,7 +493,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 say(f"  {spec.name} num_envs {n}: {r['steps_per_s']:.3f} steps/s ({r['mode']})")
             bar.update(1)
-        w["latency"] = time_latency(spec.name, device, weights[spec.name], args)
+        w["latency"] = time_latency(spec.name, device, weights[spec.name], timing)
         failed |= "error" in w["latency"]
         say(f"  {spec.name} latency: {w['latency']}")
         bar.update(1)
