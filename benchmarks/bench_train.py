@@ -1,10 +1,11 @@
 """Training-speed benchmark of the dynamics: steps/s, frames per GPU-second and MFU, per objective and batch.
 
-    python benchmarks/bench_train.py --device cuda --batches 32,64 --objectives diffusion_forcing,teacher_forcing
+    python benchmarks/bench_train.py --device cuda --batches 32,64 --objectives diffusion_forcing,teacher_forcing \
+        --attention sdpa,flex
 
 One optimiser step = the trainer's own: bf16 autocast forward of `Dynamics.loss`, backward, grad clip, fused
 AdamW. Latents are random tensors on the device (the data is GPU-resident in training, so the step is the
-cost). FLOPs per step come from torch's FLOP counter on one step (matmuls and attention, as executed:
+cost). `--attention` times each of the window's attention implementations (`DynamicsConfig.attention`). FLOPs per step come from torch's FLOP counter on one step (matmuls and attention, as executed:
 a dense attention mask counts its masked-out entries too); MFU = achieved FLOP/s / --peak-tflops.
 Times are CUDA-event medians after warm-up. Prints a markdown table (and --json).
 """
@@ -16,7 +17,8 @@ import json
 import statistics
 
 
-def bench(objective: str, batch: int, window: int, device, steps: int, warmup: int, compile_: bool, world: str):
+def bench(objective: str, batch: int, window: int, device, steps: int, warmup: int, compile_: bool, world: str,
+          attention: str = "sdpa"):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -25,7 +27,7 @@ def bench(objective: str, batch: int, window: int, device, steps: int, warmup: i
 
     spec = get_world(world)
     cfg = WorldModelConfig.base(frame_size=spec.frame_size, action_dim=spec.action_dim, world=spec.name,
-                                dynamics={"objective": objective}).dynamics
+                                dynamics={"objective": objective, "attention": attention}).dynamics
     torch.manual_seed(0)
     dyn = Dynamics(cfg).to(device).train()
     opt = torch.optim.AdamW(dyn.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -51,9 +53,12 @@ def bench(objective: str, batch: int, window: int, device, steps: int, warmup: i
 
     for _ in range(warmup):
         step()
-    with FlopCounterMode(display=False) as fc:
-        step()
-    flops = float(fc.get_total_flops())
+    if attention == "sdpa":
+        with FlopCounterMode(display=False) as fc:
+            step()
+        flops = float(fc.get_total_flops())
+    else:  # the counter cannot trace a compiled FlexAttention: count the same function as SDPA executes it
+        flops = _sdpa_flops(objective, batch, window, device, world)
     times = []
     for _ in range(steps):
         if device.type == "cuda":
@@ -71,12 +76,32 @@ def bench(objective: str, batch: int, window: int, device, steps: int, warmup: i
             times.append(time.perf_counter() - t0)
     sec = statistics.median(times)
     targets = batch * (window - 1) if objective == "teacher_forcing" else batch * window * (1 - cfg.p_context)
-    return {"objective": objective, "batch": batch, "window": window, "compile": compile_,
+    return {"objective": objective, "attention": attention, "batch": batch, "window": window, "compile": compile_,
             "step_ms": round(sec * 1e3, 2), "steps_per_s": round(1 / sec, 2),
             "window_frames_per_s": round(batch * window / sec), "target_frames_per_s": round(targets / sec),
             "tflop_per_step": round(flops / 1e12, 3), "achieved_tflops": round(flops / sec / 1e12, 1),
             "params_m": round(sum(p.numel() for p in dyn.parameters()) / 1e6, 2),
             "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device.type == "cuda" else None}
+
+
+def _sdpa_flops(objective: str, batch: int, window: int, device, world: str) -> float:
+    """FLOPs of one step of the same model with SDPA attention (a dense mask: masked entries counted)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from odyssey_gym.model import Dynamics, WorldModelConfig
+    from odyssey_gym.worlds import get_world
+
+    spec = get_world(world)
+    cfg = WorldModelConfig.base(frame_size=spec.frame_size, action_dim=spec.action_dim, world=spec.name,
+                                dynamics={"objective": objective}).dynamics
+    dyn = Dynamics(cfg).to(device).train()
+    z = torch.randn(batch, window, cfg.latent_channels, *cfg.latent_size, device=device)
+    a = (torch.rand(batch, window, cfg.action_dim, device=device) > 0.5).float()
+    with FlopCounterMode(display=False) as fc, torch.autocast(device.type, dtype=torch.bfloat16,
+                                                              enabled=device.type == "cuda"):
+        dyn.loss(z, a)[0].backward()
+    return float(fc.get_total_flops())
 
 
 def main(argv=None) -> int:
@@ -87,6 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--world", default="doom-explore")
     p.add_argument("--objectives", default="diffusion_forcing,teacher_forcing")
     p.add_argument("--batches", default="32")
+    p.add_argument("--attention", default="sdpa", help="comma list of DynamicsConfig.attention values: sdpa,flex")
     p.add_argument("--window", type=int, default=20)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
@@ -100,26 +126,28 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows = []
-    for obj in args.objectives.split(","):
-        for b in (int(x) for x in args.batches.split(",")):
-            for comp in ([False, "forward", "loss"] if args.compile else [False]):
-                try:
-                    rows.append(bench(obj, b, args.window, device, args.steps, args.warmup, comp, args.world))
-                except Exception as e:  # noqa: BLE001 (a failing variant is a result, not a crash)
-                    rows.append({"objective": obj, "batch": b, "compile": comp, "error": f"{type(e).__name__}: {e}"[:200]})
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-                print(json.dumps(rows[-1]), flush=True)
+    variants = [(obj, att, b, comp) for obj in args.objectives.split(",") for att in args.attention.split(",")
+                for b in (int(x) for x in args.batches.split(","))
+                for comp in ([False, "forward", "loss"] if args.compile else [False])]
+    for obj, att, b, comp in variants:
+        try:
+            rows.append(bench(obj, b, args.window, device, args.steps, args.warmup, comp, args.world, att))
+        except Exception as e:  # noqa: BLE001 (a failing variant is a result, not a crash)
+            rows.append({"objective": obj, "attention": att, "batch": b, "compile": comp,
+                         "error": f"{type(e).__name__}: {e}"[:300]})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        print(json.dumps(rows[-1]), flush=True)
     print(f"\n{args.world} dynamics training step on {name} (bf16 autocast, fused AdamW, window {args.window}):\n")
-    print("| objective | batch | compile | step ms | steps/s | window frames/s | target frames/s | TFLOP/step | TFLOP/s | MFU |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| objective | attention | batch | compile | step ms | steps/s | window frames/s | target frames/s | TFLOP/step | TFLOP/s | MFU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['objective']} | {r['batch']} | {r['compile']} | failed: {r['error']} |")
+            print(f"| {r['objective']} | {r['attention']} | {r['batch']} | {r['compile']} | failed: {r['error']} |")
             continue
         mfu = r["achieved_tflops"] / args.peak_tflops
-        print(f"| {r['objective']} | {r['batch']} | {r['compile']} | {r['step_ms']} | {r['steps_per_s']} | "
+        print(f"| {r['objective']} | {r['attention']} | {r['batch']} | {r['compile']} | {r['step_ms']} | {r['steps_per_s']} | "
               f"{r['window_frames_per_s']} | {r['target_frames_per_s']} | {r['tflop_per_step']} | "
               f"{r['achieved_tflops']} | {mfu:.1%} |")
     if args.json:

@@ -2,6 +2,8 @@
 give the same prediction for the same window, actions and noise (normalisation, RoPE positions, which action
 conditions which frame, the context's noise level, the K-frame window, the heads)."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -96,3 +98,45 @@ def test_teacher_forcing_target_ignores_its_own_true_frame():
         moved = dyn.forward_teacher_forcing(z2, torch.zeros(2, 5), x, s, a)[0]
     torch.testing.assert_close(moved[:, :4], base[:, :4])
     assert (moved[:, 4] - base[:, 4]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("T,P,K", [(6, 4, 3), (5, 3, 4), (20, 2, 16)])
+def test_flex_mask_mods_are_the_dense_masks(T, P, K):
+    """attention 'flex' computes the same function as 'sdpa': its mask_mods give exactly the dense masks."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    from odyssey_gym.model.dynamics import frame_causal_mask, frame_causal_mask_mod, teacher_forcing_mask_mod
+
+    tf = create_mask(teacher_forcing_mask_mod(T, P, K), None, None, 2 * T * P, 2 * T * P, device="cpu")[0, 0]
+    assert torch.equal(tf, teacher_forcing_mask(T, P, K))
+    fc = create_mask(frame_causal_mask_mod(P, K), None, None, T * P, T * P, device="cpu")[0, 0]
+    assert torch.equal(fc, frame_causal_mask(T, P, K))
+
+
+def test_flex_attention_matches_sdpa_on_the_teacher_forcing_mask():
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from odyssey_gym.model.dynamics import flex_attention, teacher_forcing_mask_mod
+
+    T, P, K = 6, 4, 3
+    q, k, v = torch.randn(3, 2, 2, 2 * T * P, 8, generator=torch.Generator().manual_seed(0)).unbind(0)
+    bm = create_block_mask(teacher_forcing_mask_mod(T, P, K), None, None, 2 * T * P, 2 * T * P, device="cpu")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # eager flex (a CPU) warns that it is unfused
+        y = flex_attention(q, k, v, bm)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=teacher_forcing_mask(T, P, K))
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_setting_is_checked():
+    from odyssey_gym.model.dynamics import DynamicsConfig
+
+    with pytest.raises(ValueError, match="attention must be one of"):
+        DynamicsConfig(attention="flash")
+    with pytest.raises(ValueError, match="no attention dropout"):
+        DynamicsConfig(attention="flex", dropout=0.1)
+    m = tiny_model(attention="flex")  # on a CPU the dense mask runs: training works there too
+    z = torch.randn(2, 5, 4, *m.config.dynamics.latent_size)
+    loss, _ = m.dynamics.loss(z, torch.rand(2, 5, 3))
+    loss.backward()
+    assert torch.isfinite(loss)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 OBJECTIVES = ("teacher_forcing", "diffusion_forcing")
 START_FROM = ("noise", "previous")
+ATTENTION = ("sdpa", "flex")
 
 
 @dataclass
@@ -55,6 +56,10 @@ class DynamicsConfig:
     rope_base: float = 100.0  # temporal distances are short (<= K), so a small base spreads the frequencies usefully
     rope_period: int = 4096  # RoPE is exactly periodic in the frame index with this period (must exceed K)
     dropout: float = 0.0
+    # how a window's masked attention runs in training: "sdpa" (a dense boolean mask; every masked-out entry is
+    # still computed) or "flex" (FlexAttention with a block mask: only the blocks a frame may see are computed).
+    # Both compute the same function; the cached single-frame sampler always uses SDPA.
+    attention: str = "sdpa"
     # EDM / diffusion forcing (sigma in units of the normalised latent)
     sigma_data: float = 1.0
     sigma_p_mean: float = 0.0  # target frames: ln(sigma) ~ N(p_mean, p_std)
@@ -91,6 +96,10 @@ class DynamicsConfig:
             raise ValueError(f"start_from must be one of {START_FROM}, got {self.start_from!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+        if self.attention == "flex" and self.dropout > 0:
+            raise ValueError("attention 'flex' has no attention dropout: set dropout to 0 or use attention 'sdpa'")
         for name in ("p_context", "p_context_aug", "p_sigma_max"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
@@ -181,6 +190,45 @@ def teacher_forcing_mask(T: int, P: int, window: int, device=None) -> torch.Tens
     return torch.cat([top, bottom], dim=0)
 
 
+def frame_causal_mask_mod(P: int, window: int):
+    """`frame_causal_mask` as a FlexAttention mask_mod over token indices."""
+
+    def mod(b, h, q, k):
+        d = q // P - k // P
+        return (d >= 0) & (d <= window)
+
+    return mod
+
+
+def teacher_forcing_mask_mod(T: int, P: int, window: int):
+    """`teacher_forcing_mask` as a FlexAttention mask_mod: tokens [0, T*P) are the context stream, the rest the
+    targets. A context query sees context keys 0..window frames back; a target query sees context keys
+    1..window frames back and its own frame of the target stream."""
+    TP = T * P
+
+    def mod(b, h, q, k):
+        sq, sk = q // TP, k // TP
+        d = (q % TP) // P - (k % TP) // P
+        return ((sk == 0) & (d >= sq) & (d <= window)) | ((sq == 1) & (sk == 1) & (d == 0))
+
+    return mod
+
+
+_FLEX = {}
+
+
+def flex_attention(q, k, v, block_mask):
+    """FlexAttention, compiled once per process on CUDA (its fused kernel); eager elsewhere (the reference
+    implementation, forward only: what the tests compare against SDPA on a CPU)."""
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    if q.device.type != "cuda":
+        return flex(q, k, v, block_mask=block_mask)
+    if "fn" not in _FLEX:
+        _FLEX["fn"] = torch.compile(flex, dynamic=False)
+    return _FLEX["fn"](q, k, v, block_mask=block_mask)
+
+
 def timestep_embedding(c: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of a scalar per frame (..., ) -> (..., dim)."""
     half = dim // 2
@@ -230,7 +278,10 @@ class Attention(nn.Module):
             k_buf.view(B, H, -1, N * hd).scatter_(2, index, k.reshape(B, H, 1, N * hd))
             v_buf.view(B, H, -1, N * hd).scatter_(2, index, v.reshape(B, H, 1, N * hd))
             k, v = k_buf, v_buf
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        if isinstance(mask, torch.Tensor) or mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        else:  # a FlexAttention BlockMask (DynamicsConfig.attention == "flex")
+            y = flex_attention(q, k, v, mask)
         return self.proj(y.transpose(1, 2).reshape(B, N, D)), kv
 
 
@@ -288,6 +339,7 @@ class Dynamics(nn.Module):
         self.out_table = nn.Parameter(torch.randn(2, D) / D**0.5)
         self.out = nn.Linear(D, C * p * p)
         self.heads = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 2))  # reward, termination logit
+        self._block_masks: dict = {}  # attention "flex": BlockMasks by window shape (not state: rebuilt on demand)
         self.apply(self._init)
         for m in (self.adaln[-1], self.out):  # start as "output = c_skip * input", blocks as near-identity
             nn.init.zeros_(m.weight)
@@ -334,6 +386,22 @@ class Dynamics(nn.Module):
         r = self.heads(h.mean(2)).float()
         return z0.to(z_noisy.dtype), r[..., 0], r[..., 1]
 
+    def _window_mask(self, kind: str, T: int, P: int, window: int, device):
+        """The attention mask of a window forward: a dense bool mask, or (attention "flex", on CUDA) a BlockMask
+        built once per shape and device and kept (building one costs more than the attention it saves). Flex
+        has no backward on a CPU, so there the dense mask computes the same function."""
+        if self.config.attention == "sdpa" or torch.device(device).type != "cuda":
+            fn = teacher_forcing_mask if kind == "teacher_forcing" else frame_causal_mask
+            return fn(T, P, window, device)
+        key = (kind, T, P, window, str(device))
+        if key not in self._block_masks:
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            n = (2 if kind == "teacher_forcing" else 1) * T * P
+            mod = teacher_forcing_mask_mod(T, P, window) if kind == "teacher_forcing" else frame_causal_mask_mod(P, window)
+            self._block_masks[key] = create_block_mask(mod, None, None, n, n, device=device)
+        return self._block_masks[key]
+
     # -- forward over a window (training, the reference sampler)
 
     def forward(self, z_noisy, sigma, actions, window: int | None = None, return_kv: bool = False):
@@ -350,7 +418,7 @@ class Dynamics(nn.Module):
         P = x.shape[2]
         cos, sin = rope_angles(torch.arange(T, device=x.device).repeat_interleave(P), cfg.rope_dim, cfg.rope_base,
                                cfg.rope_period)
-        mask = frame_causal_mask(T, P, window, x.device)
+        mask = self._window_mask("causal", T, P, window, x.device)
         kvs = []
         for block in self.blocks:
             x, kv = block(x, mod, (cos, sin), mask)
@@ -378,7 +446,7 @@ class Dynamics(nn.Module):
         P = x.shape[2]
         pos = torch.arange(T, device=x.device).repeat(2).repeat_interleave(P)
         cos, sin = rope_angles(pos, cfg.rope_dim, cfg.rope_base, cfg.rope_period)
-        mask = teacher_forcing_mask(T, P, window, x.device)
+        mask = self._window_mask("teacher_forcing", T, P, window, x.device)
         for block in self.blocks:
             x, _ = block(x, mod, (cos, sin), mask)
         pre = tuple(torch.cat([a, b], 1) for a, b in zip(pc, pn))
