@@ -26,6 +26,7 @@ Training objective (`objective`):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -214,19 +215,21 @@ def teacher_forcing_mask_mod(T: int, P: int, window: int):
     return mod
 
 
-_FLEX = {}
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    return torch.compile(flex, dynamic=False)
 
 
 def flex_attention(q, k, v, block_mask):
     """FlexAttention, compiled once per process on CUDA (its fused kernel); eager elsewhere (the reference
     implementation, forward only: what the tests compare against SDPA on a CPU)."""
-    from torch.nn.attention.flex_attention import flex_attention as flex
-
     if q.device.type != "cuda":
+        from torch.nn.attention.flex_attention import flex_attention as flex
+
         return flex(q, k, v, block_mask=block_mask)
-    if "fn" not in _FLEX:
-        _FLEX["fn"] = torch.compile(flex, dynamic=False)
-    return _FLEX["fn"](q, k, v, block_mask=block_mask)
+    return _compiled_flex()(q, k, v, block_mask=block_mask)
 
 
 def timestep_embedding(c: torch.Tensor, dim: int) -> torch.Tensor:
