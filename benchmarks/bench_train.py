@@ -5,7 +5,8 @@
 
 One optimiser step = the trainer's own: bf16 autocast forward of `Dynamics.loss`, backward, grad clip, fused
 AdamW. Latents are random tensors on the device (the data is GPU-resident in training, so the step is the
-cost). `--attention` times each of the window's attention implementations (`DynamicsConfig.attention`). FLOPs per step come from torch's FLOP counter on one step (matmuls and attention, as executed:
+cost). `--attention` times each of the window's attention implementations (`DynamicsConfig.attention`).
+FLOPs per step come from torch's FLOP counter on one step (matmuls and attention, as executed:
 a dense attention mask counts its masked-out entries too); MFU = achieved FLOP/s / --peak-tflops.
 Times are CUDA-event medians after warm-up. Prints a markdown table (and --json).
 """
@@ -22,14 +23,9 @@ def bench(objective: str, batch: int, window: int, device, steps: int, warmup: i
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from odyssey_gym.model import Dynamics, WorldModelConfig
-    from odyssey_gym.worlds import get_world
-
-    spec = get_world(world)
-    cfg = WorldModelConfig.base(frame_size=spec.frame_size, action_dim=spec.action_dim, world=spec.name,
-                                dynamics={"objective": objective, "attention": attention}).dynamics
     torch.manual_seed(0)
-    dyn = Dynamics(cfg).to(device).train()
+    dyn = _dynamics(world, objective, attention, device)
+    cfg = dyn.config
     opt = torch.optim.AdamW(dyn.parameters(), lr=1e-4, fused=device.type == "cuda")
     z = torch.randn(batch, window, cfg.latent_channels, *cfg.latent_size, device=device)
     a = (torch.rand(batch, window, cfg.action_dim, device=device) > 0.5).float()
@@ -84,18 +80,24 @@ def bench(objective: str, batch: int, window: int, device, steps: int, warmup: i
             "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device.type == "cuda" else None}
 
 
-def _sdpa_flops(objective: str, batch: int, window: int, device, world: str) -> float:
-    """FLOPs of one step of the same model with SDPA attention (a dense mask: masked entries counted)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
+def _dynamics(world: str, objective: str, attention: str, device):
+    """The base dynamics model of `world` in training mode, on `device`."""
     from odyssey_gym.model import Dynamics, WorldModelConfig
     from odyssey_gym.worlds import get_world
 
     spec = get_world(world)
     cfg = WorldModelConfig.base(frame_size=spec.frame_size, action_dim=spec.action_dim, world=spec.name,
-                                dynamics={"objective": objective}).dynamics
-    dyn = Dynamics(cfg).to(device).train()
+                                dynamics={"objective": objective, "attention": attention}).dynamics
+    return Dynamics(cfg).to(device).train()
+
+
+def _sdpa_flops(objective: str, batch: int, window: int, device, world: str) -> float:
+    """FLOPs of one step of the same model with SDPA attention (a dense mask: masked entries counted)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    dyn = _dynamics(world, objective, "sdpa", device)
+    cfg = dyn.config
     z = torch.randn(batch, window, cfg.latent_channels, *cfg.latent_size, device=device)
     a = (torch.rand(batch, window, cfg.action_dim, device=device) > 0.5).float()
     with FlopCounterMode(display=False) as fc, torch.autocast(device.type, dtype=torch.bfloat16,
