@@ -140,3 +140,16 @@ def test_attention_setting_is_checked():
     loss, _ = m.dynamics.loss(z, torch.rand(2, 5, 3))
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_flex_block_masks_give_way_to_dense_masks_for_the_flop_counter():
+    """The trainer counts a step's FLOPs under dense_masks(): compiled flex cannot be traced by torch's counter."""
+    flex = tiny_model(attention="flex").dynamics
+    assert flex.uses_block_mask("cuda") and not flex.uses_block_mask("cpu")
+    with flex.dense_masks():
+        assert not flex.uses_block_mask("cuda")
+        with flex.dense_masks():
+            pass
+        assert not flex.uses_block_mask("cuda")  # nested exits keep the outer setting
+    assert flex.uses_block_mask("cuda")
+    assert not tiny_model(attention="sdpa").dynamics.uses_block_mask("cuda")

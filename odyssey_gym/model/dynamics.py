@@ -26,6 +26,7 @@ Training objective (`objective`):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -343,6 +344,7 @@ class Dynamics(nn.Module):
         self.out = nn.Linear(D, C * p * p)
         self.heads = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 2))  # reward, termination logit
         self._block_masks: dict = {}  # attention "flex": BlockMasks by window shape (not state: rebuilt on demand)
+        self._dense_only = False  # set by dense_masks()
         self.apply(self._init)
         for m in (self.adaln[-1], self.out):  # start as "output = c_skip * input", blocks as near-identity
             nn.init.zeros_(m.weight)
@@ -389,11 +391,25 @@ class Dynamics(nn.Module):
         r = self.heads(h.mean(2)).float()
         return z0.to(z_noisy.dtype), r[..., 0], r[..., 1]
 
+    @contextlib.contextmanager
+    def dense_masks(self):
+        """Within it, window forwards use dense SDPA masks even with attention "flex": the same function, in a form
+        torch's FLOP counter can trace (it cannot trace compiled FlexAttention)."""
+        before, self._dense_only = self._dense_only, True
+        try:
+            yield self
+        finally:
+            self._dense_only = before
+
+    def uses_block_mask(self, device) -> bool:
+        """Whether a window forward on `device` runs its mask as a FlexAttention BlockMask (else a dense mask)."""
+        return self.config.attention == "flex" and torch.device(device).type == "cuda" and not self._dense_only
+
     def _window_mask(self, kind: str, T: int, P: int, window: int, device):
         """The attention mask of a window forward: a dense bool mask, or (attention "flex", on CUDA) a BlockMask
         built once per shape and device and kept (building one costs more than the attention it saves). Flex
         has no backward on a CPU, so there the dense mask computes the same function."""
-        if self.config.attention == "sdpa" or torch.device(device).type != "cuda":
+        if not self.uses_block_mask(device):
             fn = teacher_forcing_mask if kind == "teacher_forcing" else frame_causal_mask
             return fn(T, P, window, device)
         key = (kind, T, P, window, str(device))

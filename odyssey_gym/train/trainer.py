@@ -512,8 +512,14 @@ def count_flops(s: Setup, ph: Phase, batch) -> float:
     """Model FLOPs of a step on `batch`, by torch's FLOP counter on an extra eager forward + backward: matmuls,
     convolutions and attention as executed (masked attention entries too; the CPU attention kernel is not
     counted), the unroll's sampling included, the optimiser not. Its gradients are dropped and the RNGs put back,
-    so the real step computes exactly what it would have (under the counter the kernels differ in the last bits)."""
-    with torch.random.fork_rng(devices=[s.device] if s.use_cuda else []), FlopCounterMode(display=False) as counter:
+    so the real step computes exactly what it would have (under the counter the kernels differ in the last bits).
+    Attention "flex" is counted as its dense-mask twin executes it: the counter cannot trace compiled flex."""
+    with contextlib.ExitStack() as stack:
+        for m in ph.live.modules():
+            if hasattr(m, "dense_masks"):
+                stack.enter_context(m.dense_masks())
+        stack.enter_context(torch.random.fork_rng(devices=[s.device] if s.use_cuda else []))
+        counter = stack.enter_context(FlopCounterMode(display=False))
         with s.amp:
             loss, _ = ph.eager(batch)
         loss.backward()
