@@ -153,3 +153,38 @@ def test_flex_block_masks_give_way_to_dense_masks_for_the_flop_counter():
         assert not flex.uses_block_mask("cuda")  # nested exits keep the outer setting
     assert flex.uses_block_mask("cuda")
     assert not tiny_model(attention="sdpa").dynamics.uses_block_mask("cuda")
+
+
+def test_compiled_window_forwards_run_the_same_function_and_give_way_to_the_flop_counter():
+    """`train.compile` compiles only the dynamics' window forwards: both go through the compiler, compute what the
+    eager ones compute, and inside dense_masks() (the FLOP counter's pass) the eager functions run again."""
+    dyn = tiny_model().dynamics
+    calls = []
+
+    def counting_compiler(fn):
+        def wrapped(*a, **kw):
+            calls.append(fn.__name__)
+            return fn(*a, **kw)
+        return wrapped
+
+    g = torch.Generator().manual_seed(3)
+    B, T = 2, 5
+    z = torch.randn(B, T, *dyn_latent_shape(dyn), generator=g)
+    sig, acts = torch.rand(B, T, generator=g), torch.rand(B, T, 3, generator=g)
+    with torch.no_grad():
+        eager = [dyn(z, sig, acts), dyn.forward_teacher_forcing(z, torch.zeros(B, T), z, sig, acts)]
+        dyn.compile_window_forwards(counting_compiler)
+        compiled = [dyn(z, sig, acts), dyn.forward_teacher_forcing(z, torch.zeros(B, T), z, sig, acts)]
+        assert calls == ["_forward_causal", "_forward_teacher_forcing"]
+        for e, c in zip(eager, compiled):
+            for a, b in zip(e, c):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        with dyn.dense_masks():
+            dyn(z, sig, acts)
+            dyn.forward_teacher_forcing(z, torch.zeros(B, T), z, sig, acts)
+        assert len(calls) == 2
+
+
+def dyn_latent_shape(dyn) -> tuple[int, int, int]:
+    cfg = dyn.config
+    return cfg.latent_channels, cfg.latent_size[0], cfg.latent_size[1]

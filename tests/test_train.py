@@ -540,3 +540,20 @@ def test_a_checkpoint_from_before_a_train_field_existed_still_resumes():
     assert diff_configs(old, changed) == ["train.rollout_rows"]
     assert diff_configs({**old, "train.dyn_lr": 1.0}, from_dict(TINY).flat()) == ["train.dyn_lr"]
     assert TrainConfig().rollout_rows == 0
+
+
+def test_train_compile_compiles_the_dynamics_window_forwards_and_the_whole_autoencoder_objective(monkeypatch):
+    """`train.compile` on the dynamics compiles its transformer (Inductor cannot compile its loss) and keeps the
+    objective eager around it; a module without window forwards gets the whole objective compiled."""
+    from odyssey_gym.model import WorldModel, WorldModelConfig
+    from odyssey_gym.model.dynamics import Dynamics
+    from odyssey_gym.train.trainer import Objective, compile_objective
+
+    m = WorldModel(WorldModelConfig.tiny(frame_size=(32, 32), action_dim=3, world="test-world"))
+    compiled = []
+    monkeypatch.setattr(Dynamics, "compile_window_forwards", lambda self: compiled.append(self))
+    monkeypatch.setattr(torch, "compile", lambda fn: ("compiled", fn))
+    dyn_obj = Objective(m.dynamics, lambda mod, b: None)
+    assert compile_objective(m.dynamics, dyn_obj) is dyn_obj and compiled == [m.dynamics]
+    ae_obj = Objective(m.ae, lambda mod, b: None)
+    assert compile_objective(m.ae, ae_obj) == ("compiled", ae_obj) and compiled == [m.dynamics]

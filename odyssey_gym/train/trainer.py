@@ -440,6 +440,15 @@ def target_frames_per_step(tc: TrainConfig, model, name: str) -> float:
     return tc.dyn_batch_size * tc.dyn_window * (1.0 - dyn.p_context)
 
 
+def compile_objective(live: torch.nn.Module, eager: torch.nn.Module) -> torch.nn.Module:
+    """What `train.compile` compiles: a model's window forwards where it has them (the dynamics: Inductor cannot
+    compile its loss, torch 2.11), else the whole objective (the autoencoder). Returns what the step calls."""
+    parts = [m for m in live.modules() if hasattr(m, "compile_window_forwards")]
+    for m in parts:
+        m.compile_window_forwards()
+    return eager if parts else torch.compile(eager)
+
+
 def make_phase(s: Setup, run: RunState, name: str, live, ema, objective, batch_fn,
                total: int, lr: float, wd: float, warmup: int) -> Phase:
     """Wrap the objective (DDP, compile), build AdamW + schedule (restored when resuming this phase)."""
@@ -449,7 +458,9 @@ def make_phase(s: Setup, run: RunState, name: str, live, ema, objective, batch_f
         eager = torch.nn.parallel.DistributedDataParallel(
             eager, device_ids=[s.device.index] if s.use_cuda else None, find_unused_parameters=False
         )
-    fwd = torch.compile(eager) if tc.compile and s.use_cuda else eager
+    fwd = eager
+    if tc.compile and s.use_cuda:
+        fwd = compile_objective(live, eager)
     opt = make_adamw([p for p in live.parameters() if p.requires_grad], lr, wd, (tc.adam_beta1, tc.adam_beta2),
                      s.use_cuda)
     s.log(f"phase {name}: AdamW, {'fused' if opt.defaults.get('fused') else 'not fused'}")
