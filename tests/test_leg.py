@@ -111,6 +111,7 @@ def test_leg_end_to_end_skips_on_rerun_and_lands_only_when_improved(finished_leg
         assert entry["after"][h]["ol_psnr"] == pytest.approx(after[h]["open_loop_psnr"], abs=1e-3)
         assert entry["after"][h]["copy_last_ol"] == pytest.approx(after[h]["open_loop_copy_last_psnr"], abs=1e-3)
     assert entry["improved"] == legmod.improved(entry["before"], entry["after"])
+    assert entry["realism_before"] is None and entry["realism_after"] is None  # no rollout in these evals
     assert entry["heldout"][0]["name"] == "takecover-heldout" and entry["heldout"][0]["seeds"] == [700, 701, 702]
     assert str(finished_leg[0]) not in (work / "export" / "train_summary.json").read_text()
 
@@ -124,7 +125,7 @@ def test_leg_end_to_end_skips_on_rerun_and_lands_only_when_improved(finished_leg
     set_before_psnr(work, 1000.0)
     assert main(argv + ["--land"]) == 0
     lines = stage_lines(capsys.readouterr().out)
-    assert lines["land"].startswith("not landed: held-out PSNR did not improve")
+    assert lines["land"].startswith("not landed: the held-out eval did not improve")
     assert load_summary(work / "export")["legs"][-1]["eval"]["improved"] is False
     assert weight_bytes(w) == original
 
@@ -270,6 +271,50 @@ def fid(tf1, ol_last, last="16"):
 ])
 def test_improved_needs_both_one_step_and_longest_open_loop(before, after, expected):
     assert legmod.improved(before, after) is expected
+
+
+@pytest.mark.parametrize("realism_before, realism_after, expected", [
+    (1.0, 1.1, True),  # within the slack
+    (1.0, 1.2, False),  # sharper PSNR, but the long rollout faded
+    (1.0, float("nan"), False),
+    (None, 5.0, True),  # a side without a rollout: PSNR alone decides
+])
+def test_improved_also_needs_the_rollout_realism_where_both_evals_measured_it(realism_before, realism_after, expected):
+    assert legmod.improved(fid(20, 15), fid(21, 16), realism_before, realism_after) is expected
+    assert legmod.improved(fid(20, 15), fid(19, 16), realism_before, realism_after) is False
+
+
+def test_realism_is_the_mean_over_minutes_against_the_engine_else_heldout_play():
+    engine = {"stability": {"realism": {"per_minute": [9.0, 9.0], "engine": {"per_minute": [1.0, 2.0, 4.5]}}}}
+    assert legmod.realism(engine) == 2.5
+    assert legmod.realism({"stability": {"realism": {"per_minute": [3.0, 5.0]}}}) == 4.0
+    assert legmod.realism({"fidelity": {}}) is None
+
+
+def set_rollout_realism(report: Path, per_minute: list[float]) -> None:
+    r = json.loads(report.read_text())
+    r["stability"] = {"realism": {"per_minute": [99.0] * len(per_minute), "engine": {"per_minute": per_minute}}}
+    report.write_text(json.dumps(r))
+
+
+def test_a_leg_whose_rollouts_fade_is_not_landed_even_when_its_psnr_improved(finished_leg, tmp_path, datasets, capsys):
+    root = copy_leg(finished_leg, tmp_path)
+    w, work, argv = root / "weights", root / "leg", leg_argv(root, datasets, "--land")
+    original = weight_bytes(w)
+    set_before_psnr(work, -1000.0)
+    set_rollout_realism(work / "eval-before" / "report.json", [1.0, 1.0])
+    set_rollout_realism(work / "eval-after" / "report.json", [2.0, 3.0])
+    assert main(argv) == 0
+    line = stage_lines(capsys.readouterr().out)["land"]
+    assert line.startswith("not landed") and "rollout realism 1.0 -> 2.5" in line, line
+    assert weight_bytes(w) == original
+    entry = load_summary(work / "export")["legs"][-1]["eval"]
+    assert (entry["realism_before"], entry["realism_after"], entry["improved"]) == (1.0, 2.5, False)
+
+    set_rollout_realism(work / "eval-after" / "report.json", [1.0, 1.1])
+    assert main(argv) == 0
+    assert stage_lines(capsys.readouterr().out)["land"].startswith("landed: ")
+    assert load_summary(w)["legs"][-1]["eval"]["improved"] is True
 
 
 def fake_weights(d: Path, shards: list[str], tag: str) -> Path:

@@ -40,6 +40,7 @@ INDEX_NAME = "model.safetensors.index.json"  # the standard shard index save_pre
 REPORT_NAME = "report.json"
 LANDING_PREFIX = ".landing-"
 PSNR_DECIMALS = 3  # what the campaign log keeps (and `improved` compares): a thousandth of a dB
+REALISM_SLACK = 0.10  # how much worse the rollout's realism may get (the card's minute-5-vs-minute-1 tolerance)
 SHOWN_SEEDS = 3  # shared seeds named in the refusal
 
 
@@ -472,26 +473,46 @@ def fidelity(report: dict[str, Any]) -> dict[str, dict[str, float]]:
             for h, v in (report.get("fidelity") or {}).items() if v.get("windows")}
 
 
-def improved(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> bool:
-    """New weights count as better only if no worse on both things a player sees: the next frame from the true
-    history (teacher-forced PSNR at the smallest horizon both measured, 1 by default) and drift over a long
-    imagined stretch (open-loop PSNR at the largest horizon both measured). Either alone can be gamed (blur lifts
-    one-step PSNR while rollouts fall apart), so both must hold; no shared horizon (or a NaN) is not better."""
+def realism(report: dict[str, Any]) -> float | None:
+    """The long held-key rollout's realism, one number: the mean over its minutes of the Fréchet distance to the
+    real engine under the same keys (to held-out play where the report has no engine reference); lower is more
+    real. None when the eval ran no rollout (`--rollout-steps 0`)."""
+    r = (report.get("stability") or {}).get("realism") or {}
+    per_minute = (r.get("engine") or {}).get("per_minute") or r.get("per_minute")
+    if not per_minute:
+        return None
+    return round(sum(map(float, per_minute)) / len(per_minute), PSNR_DECIMALS)
+
+
+def improved(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
+             realism_before: float | None = None, realism_after: float | None = None) -> bool:
+    """New weights count as better only if no worse on what a player sees: the next frame from the true history
+    (teacher-forced PSNR at the smallest horizon both measured, 1 by default), drift over a long imagined stretch
+    (open-loop PSNR at the largest horizon both measured), and, where both evals ran the long rollout, its realism
+    (at most REALISM_SLACK worse). Each alone can be gamed: blur lifts PSNR at every horizon while long rollouts
+    fade to flat rooms, so all must hold; no shared horizon (or a NaN) is not better."""
     shared = sorted(set(before) & set(after), key=int)
     if not shared:
         return False
     tf, ol = shared[0], shared[-1]
-    return after[tf]["tf_psnr"] >= before[tf]["tf_psnr"] and after[ol]["ol_psnr"] >= before[ol]["ol_psnr"]
+    psnr_ok = after[tf]["tf_psnr"] >= before[tf]["tf_psnr"] and after[ol]["ol_psnr"] >= before[ol]["ol_psnr"]
+    if realism_before is None or realism_after is None:
+        return psnr_ok
+    return psnr_ok and realism_after <= realism_before * (1.0 + REALISM_SLACK)  # NaN compares False: not better
 
 
-def compare(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> str:
-    """The numbers `improved` compared, as 'before -> after'."""
+def compare(entry: dict[str, Any]) -> str:
+    """The numbers `improved` compared in an eval entry, as 'before -> after'."""
+    before, after = entry["before"], entry["after"]
     shared = sorted(set(before) & set(after), key=int)
     if not shared:
         return "no horizon was measured both before and after"
     tf, ol = shared[0], shared[-1]
-    return (f"teacher-forced h={tf} {before[tf]['tf_psnr']} -> {after[tf]['tf_psnr']} dB, "
+    text = (f"teacher-forced h={tf} {before[tf]['tf_psnr']} -> {after[tf]['tf_psnr']} dB, "
             f"open-loop h={ol} {before[ol]['ol_psnr']} -> {after[ol]['ol_psnr']} dB")
+    if entry.get("realism_before") is not None and entry.get("realism_after") is not None:
+        text += f", rollout realism {entry['realism_before']} -> {entry['realism_after']} (lower is better)"
+    return text
 
 
 def heldout_record(d: Path) -> dict[str, Any]:
@@ -502,8 +523,9 @@ def heldout_record(d: Path) -> dict[str, Any]:
 
 
 def eval_entry(heldout_dirs: list[Path], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    b, a = fidelity(before), fidelity(after)
-    return {"heldout": [heldout_record(d) for d in heldout_dirs], "before": b, "after": a, "improved": improved(b, a)}
+    b, a, rb, ra = fidelity(before), fidelity(after), realism(before), realism(after)
+    return {"heldout": [heldout_record(d) for d in heldout_dirs], "before": b, "after": a,
+            "realism_before": rb, "realism_after": ra, "improved": improved(b, a, rb, ra)}
 
 
 def result_stage(plan: Plan, before: dict[str, Any], after: dict[str, Any], clock: Clock) -> dict[str, Any]:
@@ -517,7 +539,7 @@ def result_stage(plan: Plan, before: dict[str, Any], after: dict[str, Any], cloc
         return entry
     leg["eval"] = entry
     write_summary(plan.export, with_totals(summary))
-    clock("result", f"leg {leg['leg']} improved: {entry['improved']} ({compare(entry['before'], entry['after'])})")
+    clock("result", f"leg {leg['leg']} improved: {entry['improved']} ({compare(entry)})")
     return entry
 
 
@@ -528,7 +550,7 @@ def land_stage(plan: Plan, entry: dict[str, Any], clock: Clock) -> None:
     if not plan.land:
         clock("land", "not landed: --land not given")
     elif not entry["improved"]:
-        clock("land", f"not landed: held-out PSNR did not improve ({compare(entry['before'], entry['after'])})")
+        clock("land", f"not landed: the held-out eval did not improve ({compare(entry)})")
     elif is_landed(plan.export, plan.weights):
         clock("land", f"landed (already: {plan.weights} holds this export)")
     else:
