@@ -225,8 +225,9 @@ def _compiled_flex():
 
 def flex_attention(q, k, v, block_mask):
     """FlexAttention, compiled once per process on CUDA (its fused kernel); eager elsewhere (the reference
-    implementation, forward only: what the tests compare against SDPA on a CPU)."""
-    if q.device.type != "cuda":
+    implementation, forward only: what the tests compare against SDPA on a CPU). Inside a compiled window
+    forward the plain function is traced into the enclosing graph."""
+    if q.device.type != "cuda" or torch.compiler.is_compiling():
         from torch.nn.attention.flex_attention import flex_attention as flex
 
         return flex(q, k, v, block_mask=block_mask)
