@@ -342,3 +342,33 @@ def test_termination_precision_is_given_at_the_datas_death_rate():
     assert always["terminal_transitions"] >= 10  # every death, though random windows hit deaths too
     never = head_accuracy(Fixed(False), flat, k, windows=32)
     assert never["termination_recall"] == 0.0 and np.isnan(never["termination_precision"])
+
+
+def test_held_key_rollouts_derive_their_keys_from_the_world_s_button_names():
+    """The long-rollout player picks combos by button name: doom-explore's are the table's in its button order, the
+    same buttons in another order give the same combos permuted, and a world of unnamed buttons holds each alone
+    (or none), never explore's combos just because it also has six buttons."""
+    import dataclasses
+
+    from odyssey_gym.eval.actions import held_key_actions, held_key_choice_array
+    from odyssey_gym.worlds import get_world
+
+    explore = get_world("doom-explore")
+    rows, p = held_key_choice_array(explore)
+    assert rows.tolist()[:3] == [[1, 0, 0, 0, 0, 0], [1, 0, 1, 0, 0, 0], [1, 0, 0, 1, 0, 0]]
+    assert len(rows) == 10 and p[0] == pytest.approx(6 / 21) and p.sum() == pytest.approx(1.0)
+    assert not (rows[:, 0] & rows[:, 1]).any()  # never forward and back together
+
+    order = (5, 2, 0, 4, 1, 3)
+    shuffled = dataclasses.replace(explore, buttons=tuple(explore.buttons[i] for i in order))
+    rows2, p2 = held_key_choice_array(shuffled)
+    np.testing.assert_array_equal(rows2, rows[:, list(order)])
+    np.testing.assert_allclose(p2, p)
+
+    unnamed = dataclasses.replace(explore, buttons=tuple(f"BUTTON_{i}" for i in range(6)))
+    rows3, _ = held_key_choice_array(unnamed)
+    assert sorted(map(tuple, rows3.tolist())) == sorted([(0,) * 6] + [tuple(np.eye(6, dtype=int)[i]) for i in range(6)])
+
+    takecover = get_world("doom-takecover")
+    acts = held_key_actions(takecover, 500, 3, seed=1)
+    assert acts.shape == (500, 3) and set(np.unique(acts)) <= {0, 1, 2}

@@ -42,6 +42,23 @@ _OPPOSITE = {"MOVE_FORWARD": "MOVE_BACKWARD", "MOVE_BACKWARD": "MOVE_FORWARD", "
              "MOVE_RIGHT": "MOVE_LEFT", "TURN_LEFT": "TURN_RIGHT", "TURN_RIGHT": "TURN_LEFT"}
 
 
+def held_key_choices(spec: WorldSpec, table: list[tuple[tuple[str, ...], float]]) -> tuple[list[set[str]], np.ndarray]:
+    """The key combinations a held-key player of `spec` picks from, as sets of button names, with probabilities.
+
+    Multibinary worlds: the entries of `table` (button names, weight) whose buttons the world has, found by name
+    so any button order works; buttons no entry covers are held alone (weight 1; e.g. a Gymnasium env's
+    BUTTON_i). Discrete worlds: each of the world's actions, equally likely."""
+    names = list(spec.buttons)
+    if spec.action_kind == "multibinary":
+        combos = [(set(c), w) for c, w in table if all(b in names for b in c)]
+        covered = set().union(*(c for c, _ in combos)) if combos else set()
+        combos += [({b}, 1.0) for b in names if b not in covered]  # buttons the table knows nothing of: alone
+    else:
+        combos = [({names[j] for j, v in enumerate(a) if v}, 1.0) for a in spec.discrete_actions]
+    w = np.array([w for _, w in combos], np.float64)
+    return [c for c, _ in combos], w / w.sum()
+
+
 class Policy:
     def reset(self, obs: np.ndarray | None = None) -> None:
         pass
@@ -84,18 +101,8 @@ class StickyRandomPolicy(Policy):
         self.max_hold = max(self.min_hold, int(max_hold if max_hold is not None else max(2, 60 // spec.frame_skip)))
         self.still_threshold = float(still_threshold)
         self.stuck_steps = int(stuck_steps if stuck_steps is not None else max(2, 6 // spec.frame_skip))
-        names = list(spec.buttons)
-        self._index = {b: i for i, b in enumerate(names)}
-        # candidate actions as sets of pressed button names, with weights
-        if spec.action_kind == "multibinary":
-            combos = [(set(c), w) for c, w in _COMBOS if all(b in self._index for b in c)]
-            covered = set().union(*(c for c, _ in combos)) if combos else set()
-            combos += [({b}, 1.0) for b in names if b not in covered]  # buttons we know nothing about: alone
-        else:
-            combos = [({names[j] for j, v in enumerate(a) if v}, 1.0) for a in spec.discrete_actions]
-        self._combos = [c for c, _ in combos]
-        w = np.array([w for _, w in combos], np.float64)
-        self._p = w / w.sum()
+        self._index = {b: i for i, b in enumerate(spec.buttons)}
+        self._combos, self._p = held_key_choices(spec, _COMBOS)  # candidate actions: sets of pressed button names
         self._hold_left = 0
         self._current: set[str] = set()
         self._prev_small: np.ndarray | None = None

@@ -7,28 +7,32 @@ from __future__ import annotations
 
 import numpy as np
 
-# plausible multibinary combos for (forward, back, turn left, turn right, strafe left, strafe right)
-_EXPLORE_COMBOS = np.array(
-    [
-        [1, 0, 0, 0, 0, 0], [1, 0, 1, 0, 0, 0], [1, 0, 0, 1, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 0, 1, 0, 0],
-        [0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 1, 0],
-    ],
-    dtype=np.int8,
-)
-_EXPLORE_WEIGHTS = np.array([6, 3, 3, 2, 2, 1, 1, 1, 1, 1], dtype=np.float64)
+from ..data.policies import held_key_choices
+
+# What the long-rollout player holds (button names, weight): mostly walking, turning while walking, some turns on
+# the spot, backing off, strafing and standing. Kept apart from the recording policies' table so the realism
+# numbers of every eval compare with each other.
+HELD_KEY_COMBOS: list[tuple[tuple[str, ...], float]] = [
+    (("MOVE_FORWARD",), 6.0), (("MOVE_FORWARD", "TURN_LEFT"), 3.0), (("MOVE_FORWARD", "TURN_RIGHT"), 3.0),
+    (("TURN_LEFT",), 2.0), (("TURN_RIGHT",), 2.0), (("MOVE_BACKWARD",), 1.0), (("MOVE_LEFT",), 1.0),
+    (("MOVE_RIGHT",), 1.0), ((), 1.0), (("MOVE_FORWARD", "MOVE_LEFT"), 1.0),
+]
+
+
+def held_key_choice_array(spec) -> tuple[np.ndarray, np.ndarray]:
+    """The world's held-key choices as raw actions: (n, buttons) int8 rows (multibinary) or action indices
+    (discrete), with their probabilities; derived from the world's button names."""
+    combos, weights = held_key_choices(spec, HELD_KEY_COMBOS)
+    if spec.action_kind == "multibinary":
+        return np.array([[int(b in c) for b in spec.buttons] for c in combos], dtype=np.int8), weights
+    codes = [tuple(int(b in c) for b in spec.buttons) for c in combos]
+    return np.array([spec.discrete_actions.index(code) for code in codes]), weights
 
 
 def held_key_actions(spec, steps: int, num_envs: int, seed: int = 0, min_hold: int = 2, max_hold: int = 60) -> np.ndarray:
     """Raw actions (steps, num_envs, *action_shape): each env holds a choice for a log-uniform duration."""
     rng = np.random.default_rng(seed)
-    if spec.action_kind == "multibinary" and spec.num_buttons == _EXPLORE_COMBOS.shape[1]:
-        choices, weights = _EXPLORE_COMBOS, _EXPLORE_WEIGHTS / _EXPLORE_WEIGHTS.sum()
-    elif spec.action_kind == "multibinary":
-        choices = np.eye(spec.num_buttons, dtype=np.int8)
-        weights = np.full(len(choices), 1 / len(choices))
-    else:
-        choices = np.arange(len(spec.discrete_actions))
-        weights = np.full(len(choices), 1 / len(choices))
+    choices, weights = held_key_choice_array(spec)
     out = np.empty((steps, num_envs, *spec.action_shape), dtype=spec.action_dtype)
     for e in range(num_envs):  # setup only, not a hot path
         t = 0
