@@ -372,3 +372,14 @@ def test_held_key_rollouts_derive_their_keys_from_the_world_s_button_names():
     takecover = get_world("doom-takecover")
     acts = held_key_actions(takecover, 500, 3, seed=1)
     assert acts.shape == (500, 3) and set(np.unique(acts)) <= {0, 1, 2}
+
+
+def test_random_actions_are_seeded_raw_actions_of_the_asked_shape():
+    from odyssey_gym.eval.actions import random_actions
+
+    d = random_actions(50, 4, 3, discrete=True, seed=2)
+    assert d.shape == (50, 4) and set(np.unique(d)) == {0, 1, 2}
+    m = random_actions(50, 4, 6, discrete=False, seed=2)
+    assert m.shape == (50, 4, 6) and set(np.unique(m)) == {0, 1}
+    np.testing.assert_array_equal(m, random_actions(50, 4, 6, discrete=False, seed=2))
+    assert not np.array_equal(m, random_actions(50, 4, 6, discrete=False, seed=3))

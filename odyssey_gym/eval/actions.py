@@ -41,3 +41,13 @@ def held_key_actions(spec, steps: int, num_envs: int, seed: int = 0, min_hold: i
             out[t : t + hold, e] = choices[rng.choice(len(choices), p=weights)]
             t += hold
     return out
+
+
+def random_actions(steps: int, batch: int, action_dim: int, discrete: bool, seed: int = 0) -> np.ndarray:
+    """Uniformly random raw actions, a fresh one each step: (steps, batch) action indices (discrete) or
+    (steps, batch, action_dim) 0/1 buttons. What the timing loops of `bench` and `eval`'s speed feed, made
+    before the clock starts."""
+    rng = np.random.default_rng(seed)
+    if discrete:
+        return rng.integers(0, action_dim, (steps, batch), dtype=np.int64)
+    return rng.integers(0, 2, (steps, batch, action_dim), dtype=np.int64)

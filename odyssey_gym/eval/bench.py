@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .actions import random_actions
+
 DEFAULT_WORLDS = "doom-explore,doom-takecover"
 MAIN_JOB = ["record", "--world", "doom-explore", "--steps", "100"]  # the README's quick start, less its --out
 DEFAULT_NUM_ENVS = "1,16,64,256,1024"
@@ -111,11 +113,10 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _random_actions(spec, n: int, batch: int, device, torch_backend: bool, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    if spec.action_kind == "discrete":
-        a = rng.integers(0, spec.action_dim, (n, batch), dtype=np.int64)
-    else:
-        a = rng.integers(0, 2, (n, batch, spec.action_dim), dtype=np.int64).astype(spec.action_dtype)
+    """`random_actions` in the world's action dtype, as torch tensors on `device` for a torch-backend env."""
+    a = random_actions(n, batch, spec.action_dim, spec.action_kind == "discrete", seed)
+    if spec.action_kind != "discrete":
+        a = a.astype(spec.action_dtype)
     if torch_backend:
         import torch
 

@@ -8,15 +8,15 @@ import time
 
 import torch
 
+from .actions import random_actions
 from .metrics import percentiles
 
 
-def _random_actions(steps: int, batch: int, action_dim: int, device, discrete: bool, seed: int = 0):
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    if discrete:
-        idx = torch.randint(0, action_dim, (steps, batch), generator=g)
-        return torch.nn.functional.one_hot(idx, action_dim).float().to(device)
-    return torch.randint(0, 2, (steps, batch, action_dim), generator=g).float().to(device)
+def _random_model_actions(steps: int, batch: int, action_dim: int, device, discrete: bool, seed: int = 0):
+    """Random actions as the sampler takes them: float vectors, one-hot for discrete worlds."""
+    raw = torch.from_numpy(random_actions(steps, batch, action_dim, discrete, seed))
+    vec = torch.nn.functional.one_hot(raw, action_dim) if discrete else raw
+    return vec.float().to(device)
 
 
 @torch.no_grad()
@@ -26,7 +26,7 @@ def time_sampler(sampler, context_frames, context_actions, steps: int = 300, war
     device = sampler.device
     b = sampler.B
     a_dim = context_actions.shape[-1]
-    acts = _random_actions(steps + warmup, b, a_dim, device, discrete)
+    acts = _random_model_actions(steps + warmup, b, a_dim, device, discrete)
     sampler.reset(context_frames.to(device), context_actions.to(device), torch.ones(b, dtype=torch.bool, device=device))
     cuda = torch.device(device).type == "cuda"
     for t in range(warmup):
