@@ -490,3 +490,19 @@ def test_game_state_is_checked_on_write_and_read(tmp_path):
     assert MultiDataset([old, tmp_path / "a"]).state_variables == ()  # mixed: read without state
     with pytest.raises(DatasetError, match="record into a new directory"):
         DatasetWriter(old, WORLD)
+
+
+def test_the_data_layer_runs_one_way_storage_over_the_flat_view():
+    """dataset.py imports windows.py (FlatData is built there); windows.py and errors.py never import dataset.py."""
+    import ast
+    from pathlib import Path
+
+    import odyssey_gym.data as data
+
+    def imported(name: str) -> set[str]:
+        tree = ast.parse((Path(data.__file__).parent / name).read_text())
+        return {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+
+    assert "windows" in imported("dataset.py")
+    for lower in ("windows.py", "errors.py"):
+        assert not any(m.split(".")[-1] == "dataset" for m in imported(lower)), lower

@@ -24,13 +24,14 @@ import json
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from ..fsutil import fsync_dir
+from .errors import DatasetError
+from .windows import flatten
 
 FORMAT_NAME = "odyssey-gym-dataset"
 FORMAT_VERSION = 2  # 2: the manifest names `state_variables`, steps.zst holds `state` per frame; 1 still reads
@@ -38,10 +39,6 @@ MANIFEST = "manifest.json"
 DEFAULT_CHUNK_FRAMES = 64
 DEFAULT_LEVEL = 3
 _TMP_MARK = ".tmp-"
-
-
-class DatasetError(Exception):
-    """A dataset that cannot be read or written as asked (corrupt, truncated, missing, mismatched)."""
 
 
 # --------------------------------------------------------------------------- episodes
@@ -855,7 +852,7 @@ class Dataset:
         `skip_corrupt=True` leaves out episodes that fail to read (with a warning) instead of raising.
         `load_frames=False` gives `frames=None` (the index for lazy window sampling).
         """
-        return _flat([self], spec, skip_corrupt, load_frames)
+        return flatten([self], spec, skip_corrupt, load_frames)
 
 
 class MultiDataset:
@@ -920,7 +917,7 @@ class MultiDataset:
         return problems
 
     def flat(self, spec=None, skip_corrupt: bool = False, load_frames: bool = True):
-        return _flat(self.datasets, spec, skip_corrupt, load_frames)
+        return flatten(self.datasets, spec, skip_corrupt, load_frames)
 
 
 def open_dataset(path_or_paths, world=None) -> Dataset | MultiDataset:
@@ -929,75 +926,3 @@ def open_dataset(path_or_paths, world=None) -> Dataset | MultiDataset:
         return Dataset(path_or_paths, world)
     paths = list(path_or_paths)
     return Dataset(paths[0], world) if len(paths) == 1 else MultiDataset(paths, world)
-
-
-def _canonical_order(d: Dataset) -> list[int]:
-    """A dataset's episode indices by seed (then id). Several recording processes list their episodes in
-    the order they finish, which varies from run to run; reading them by seed makes the same recording
-    give the same flat data, so a seeded window draw (eval, training) picks the same windows every time."""
-    eps = d.manifest["episodes"]
-
-    def key(i):  # a malformed entry sorts last; reading it then names the problem
-        seed, ident = eps[i].get("seed"), eps[i].get("id")
-        return (not _is_int(seed), seed if _is_int(seed) else 0, ident if _is_int(ident) else 0, i)
-
-    return sorted(range(len(eps)), key=key)
-
-
-def _flat(datasets: Iterable[Dataset], spec, skip_corrupt: bool, load_frames: bool):
-    from ..worlds import get_world
-    from .windows import FlatData
-
-    datasets = list(datasets)
-    d0 = datasets[0]
-    if spec is None:
-        spec = get_world(d0.world_name)
-    for d in datasets:
-        d.check_world(spec)
-    A = spec.action_dim
-    names = d0.state_variables
-    with_state = bool(names) and all(d.state_variables == names for d in datasets)
-    parts = []  # (frames | None, actions_vec, rewards, terminated, n, state | None)
-    layout = []  # (dataset, local index) per kept episode
-    for d in datasets:
-        for i in _canonical_order(d):
-            try:
-                s = d.load_steps(i)
-                frames = d.load_frames(i) if load_frames else None
-            except DatasetError as err:
-                if not skip_corrupt:
-                    raise
-                warnings.warn(f"skipping corrupt episode: {err}", stacklevel=3)
-                continue
-            L = len(s["rewards"])
-            av = np.zeros((L + 1, A), np.float32)
-            av[1:] = spec.action_to_vector(s["actions"])
-            rw = np.zeros(L + 1, np.float32)
-            rw[1:] = s["rewards"]
-            te = np.zeros(L + 1, bool)
-            te[1:] = s["terminations"]
-            parts.append((frames, av, rw, te, L + 1, s.get("state") if with_state else None))
-            layout.append((d, i))
-    n = [p[4] for p in parts]
-    N = int(sum(n))
-    first = np.zeros(N, bool)
-    offsets = np.cumsum([0] + n[:-1]).astype(np.int64) if n else np.zeros(0, np.int64)
-    first[offsets] = True
-    episode = np.repeat(np.arange(len(parts), dtype=np.int32), n) if n else np.zeros(0, np.int32)
-    if load_frames:
-        frames = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, *d0.frame_shape), np.uint8)
-    else:
-        frames = None
-    cat = (lambda k, shape, dt: np.concatenate([p[k] for p in parts]) if parts else np.zeros(shape, dt))
-    return FlatData(
-        frames=frames,
-        actions=cat(1, (0, A), np.float32),
-        rewards=cat(2, (0,), np.float32),
-        terminated=cat(3, (0,), bool),
-        first=first,
-        episode=episode,
-        source=layout,
-        offsets=offsets,
-        state=cat(5, (0, len(names)), np.float32) if with_state else None,
-        state_variables=tuple(names) if with_state else (),
-    )

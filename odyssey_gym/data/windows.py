@@ -1,4 +1,5 @@
-"""Flat, into-frame aligned data for the model, and random windows of T consecutive frames.
+"""Flat, into-frame aligned data for the model (`flatten`, behind `Dataset.flat`), and random windows of T
+consecutive frames. The data layer runs one way: dataset.py (storage) imports this module, never the reverse.
 
 `WindowSampler` reads frames lazily from disk (chunk by chunk, through an LRU cache of decoded
 chunks bounded in bytes), so it works on datasets larger than RAM; given a seed it is deterministic.
@@ -8,12 +9,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import warnings
 
 import numpy as np
 
-from .dataset import DatasetError
+from .errors import DatasetError
 
 
 @dataclass
@@ -186,3 +188,79 @@ class WindowSampler:
             frames = np.stack([self._frames(int(e), int(s - f.offsets[e]), self.T) for e, s in zip(ep, starts)])
         return WindowBatch(frames=frames, actions=f.actions[rows], rewards=f.rewards[rows], terminated=f.terminated[rows],
                            first=f.first[rows], episode=f.episode[rows], starts=starts)
+
+
+def canonical_order(d) -> list[int]:
+    """A dataset's episode indices by seed (then id). Several recording processes list their episodes in
+    the order they finish, which varies from run to run; reading them by seed makes the same recording
+    give the same flat data, so a seeded window draw (eval, training) picks the same windows every time."""
+    eps = d.manifest["episodes"]
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def key(i):  # a malformed entry sorts last; reading it then names the problem
+        seed, ident = eps[i].get("seed"), eps[i].get("id")
+        return (not is_int(seed), seed if is_int(seed) else 0, ident if is_int(ident) else 0, i)
+
+    return sorted(range(len(eps)), key=key)
+
+
+def flatten(datasets: Iterable, spec, skip_corrupt: bool, load_frames: bool) -> FlatData:
+    """Datasets (anything with a manifest, `load_steps` and `load_frames`: `Dataset.flat` passes itself) as one
+    FlatData, episodes in `canonical_order`; `skip_corrupt` leaves out unreadable episodes with a warning."""
+    from ..worlds import get_world
+
+    datasets = list(datasets)
+    d0 = datasets[0]
+    if spec is None:
+        spec = get_world(d0.world_name)
+    for d in datasets:
+        d.check_world(spec)
+    A = spec.action_dim
+    names = d0.state_variables
+    with_state = bool(names) and all(d.state_variables == names for d in datasets)
+    parts = []  # (frames | None, actions_vec, rewards, terminated, n, state | None)
+    layout = []  # (dataset, local index) per kept episode
+    for d in datasets:
+        for i in canonical_order(d):
+            try:
+                s = d.load_steps(i)
+                frames = d.load_frames(i) if load_frames else None
+            except DatasetError as err:
+                if not skip_corrupt:
+                    raise
+                warnings.warn(f"skipping corrupt episode: {err}", stacklevel=3)
+                continue
+            L = len(s["rewards"])
+            av = np.zeros((L + 1, A), np.float32)
+            av[1:] = spec.action_to_vector(s["actions"])
+            rw = np.zeros(L + 1, np.float32)
+            rw[1:] = s["rewards"]
+            te = np.zeros(L + 1, bool)
+            te[1:] = s["terminations"]
+            parts.append((frames, av, rw, te, L + 1, s.get("state") if with_state else None))
+            layout.append((d, i))
+    n = [p[4] for p in parts]
+    N = int(sum(n))
+    first = np.zeros(N, bool)
+    offsets = np.cumsum([0] + n[:-1]).astype(np.int64) if n else np.zeros(0, np.int64)
+    first[offsets] = True
+    episode = np.repeat(np.arange(len(parts), dtype=np.int32), n) if n else np.zeros(0, np.int32)
+    if load_frames:
+        frames = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, *d0.frame_shape), np.uint8)
+    else:
+        frames = None
+    cat = (lambda k, shape, dt: np.concatenate([p[k] for p in parts]) if parts else np.zeros(shape, dt))
+    return FlatData(
+        frames=frames,
+        actions=cat(1, (0, A), np.float32),
+        rewards=cat(2, (0,), np.float32),
+        terminated=cat(3, (0,), bool),
+        first=first,
+        episode=episode,
+        source=layout,
+        offsets=offsets,
+        state=cat(5, (0, len(names)), np.float32) if with_state else None,
+        state_variables=tuple(names) if with_state else (),
+    )
