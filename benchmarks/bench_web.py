@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sampling-steps", type=int, default=None)
     p.add_argument("--jpeg-quality", type=int, default=85)
     p.add_argument("--encode-workers", type=int, default=0, help="JPEG threads (0: min(8, CPUs))")
+    p.add_argument("--jpeg-encoder", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where frames are JPEG-encoded: auto (the GPU where the env steps on CUDA), cpu, cuda")
     p.add_argument("--keep-going", action="store_true", help="try every count (default: stop after two failing counts in a row)")
     p.add_argument("--json-out", default="bench_web.json")
     return p.parse_args(argv)
@@ -61,7 +63,7 @@ def run_count(args, n: int) -> dict:
 
     cfg = WebConfig(world=args.world, host="127.0.0.1", port=0, max_players=n, device=args.device,
                     weights=args.weights, sampling_steps=args.sampling_steps, jpeg_quality=args.jpeg_quality,
-                    encode_workers=args.encode_workers, record_seconds=0)
+                    encode_workers=args.encode_workers, jpeg_encoder=args.jpeg_encoder, record_seconds=0)
     t_build = time.perf_counter()
     srv = start_in_thread(cfg, env=None)
     build_s = time.perf_counter() - t_build
@@ -107,7 +109,7 @@ def run_count(args, n: int) -> dict:
         "client_fps_min": round(float(client_fps.min()), 2) if client_fps.size else 0.0,
         "latency_p50_ms": round(_pct(lat, 50), 2), "latency_p99_ms": round(_pct(lat, 99), 2),
         "latency_samples": int(lat.size), "server_timings_ms": tim, "env_build_s": round(build_s, 2),
-        "device": server_stats["device"], "errors": errors[:5],
+        "device": server_stats["device"], "jpeg_encoder": server_stats.get("jpeg_encoder"), "errors": errors[:5],
     }
     row["ok"] = bool(row["connected"] == n and row["client_fps_min"] >= args.fps_ratio * fps
                      and server_fps >= args.fps_ratio * fps and row["latency_p99_ms"] <= args.p99_ms)

@@ -33,10 +33,10 @@ def weights(tmp_path_factory):
     return str(make_tiny_weights("doom-explore", tmp_path_factory.mktemp("tiny_web"), n_starts=4))
 
 
-def make_game(weights, max_players=2, record_seconds=10.0, spy=None):
+def make_game(weights, max_players=2, record_seconds=10.0, spy=None, backend="numpy"):
     from odyssey_gym.envs.vector_env import WorldModelVectorEnv
 
-    env = WorldModelVectorEnv("doom-explore", num_envs=max_players, device="cpu", weights=weights)
+    env = WorldModelVectorEnv("doom-explore", num_envs=max_players, device="cpu", weights=weights, backend=backend)
     if spy is not None:  # record every reset's options (which slots were reset)
         orig = env.reset
 
@@ -175,6 +175,23 @@ def test_frames_actions_and_latency_echo(weights):
             stats = next_text(ws, "stats")
             assert stats["players"] == 1 and stats["max_players"] == 2 and "step" in stats["timings"]
         assert client.get("/stats").json()["players"] == 0
+
+
+def test_a_torch_backend_env_is_served_and_its_frames_are_not_overwritten_while_encoded(weights):
+    """The GPU path's shape on a CPU: the env returns tensors (the torch backend), the server copies each tick's
+    frames before the next step reuses the buffer, and the CPU encoder takes tensors."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    game = make_game(weights, backend="torch")
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            for _ in range(3):
+                _, _, jpeg, _ = next_frame(ws)
+            assert Image.open(BytesIO(jpeg)).size == (160, 120)
+            assert client.get("/stats").json()["jpeg_encoder"] == "cpu"  # no CUDA here: "auto" takes the CPU
 
 
 def test_bad_input_is_answered_and_isolated(weights):
@@ -345,8 +362,67 @@ def test_slow_client_keeps_only_the_newest_frame():
     assert p.latest == (b"frame4", 4.0) and p.dropped == 4 and p.wake.is_set()
 
 
+def test_jpeg_encoder_choice_and_errors():
+    import torch
+
+    from odyssey_gym.play.web import jpeg
+
+    auto = jpeg.make_jpeg_encoder("auto", device=torch.device("cpu"), backend="torch", quality=80, workers=2)
+    assert auto.name == "cpu"
+    auto.close()
+    with pytest.raises(ValueError, match="needs the env's frames on a CUDA device"):
+        jpeg.make_jpeg_encoder("cuda", device=torch.device("cpu"), backend="torch", quality=80, workers=2)
+    with pytest.raises(ValueError, match="jpeg encoder must be one of"):
+        jpeg.make_jpeg_encoder("nvenc", device="cpu", backend="numpy", quality=80, workers=2)
+    with pytest.raises(ValueError, match="jpeg_encoder must be one of"):
+        WebConfig(jpeg_encoder="gpu")
+
+
+def test_cpu_jpeg_encoder_keeps_slot_order_over_its_tasks():
+    """Frames split over several tasks come back in the order of the slots asked for, from numpy or a tensor."""
+    from io import BytesIO
+
+    import torch
+    from PIL import Image
+
+    from odyssey_gym.play.web.jpeg import CpuJpegEncoder
+
+    frames = np.zeros((70, 12, 16, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(70, dtype=np.uint8)[:, None, None] * 3  # each frame its own red level
+    enc = CpuJpegEncoder(quality=95, workers=3)
+    slots = [69, 3, 40, 0, *range(5, 40)]
+    try:
+        for source in (frames, torch.from_numpy(frames)):
+            out = asyncio.run(enc.encode(source, slots))
+            reds = np.array([np.asarray(Image.open(BytesIO(b)))[..., 0].mean() for b in out])
+            assert np.abs(reds - 3 * np.array(slots)).max() < 2.5  # lossy, but each frame is its slot's (3 apart)
+        assert asyncio.run(enc.encode(frames, [])) == []
+    finally:
+        enc.close()
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_jpeg_encoder_matches_the_frames():
+    from io import BytesIO
+
+    import torch
+    from PIL import Image
+
+    from odyssey_gym.play.web.jpeg import CudaJpegEncoder, cuda_jpeg_problem
+
+    if cuda_jpeg_problem() is not None:
+        pytest.skip(cuda_jpeg_problem())
+    frames = torch.zeros(4, 12, 16, 3, dtype=torch.uint8, device="cuda")
+    frames[..., 1] = torch.arange(4, device="cuda", dtype=torch.uint8)[:, None, None] * 50
+    enc = CudaJpegEncoder(quality=95)
+    out = asyncio.run(enc.encode(frames, [2, 0, 3]))
+    enc.close()
+    greens = np.array([np.asarray(Image.open(BytesIO(b)))[..., 1].mean() for b in out])
+    assert np.abs(greens - [100, 0, 150]).max() < 5
+
+
 def test_encode_chunks_keep_small_batches_in_one_task():
-    from odyssey_gym.play.web.server import encode_chunks
+    from odyssey_gym.play.web.jpeg import encode_chunks
 
     assert encode_chunks(list(range(8)), workers=8) == [list(range(8))]
     assert encode_chunks([], workers=8) == [[]]

@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--web: free the slot of a player who sends nothing for S seconds (default 120; 0: never)")
     p.add_argument("--max-per-address", type=int, default=4, metavar="N",
                    help="--web: players per remote address (default 4; loopback is not capped; 0: no cap)")
+    p.add_argument("--jpeg-encoder", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="--web: where frames are JPEG-encoded: auto (default: in one batched GPU call where the env "
+                        "steps on CUDA), cpu (a thread pool) or cuda")
     p.add_argument("--allow-dummy", action="store_true", help="run even with SDL's dummy video driver (tests)")
 
 
@@ -86,7 +89,8 @@ def _run_web(args: argparse.Namespace) -> int:
                            device=args.device, weights=args.weights, sampling_steps=args.sampling_steps,
                            fps=args.fps, record_seconds=args.record_seconds,
                            allowed_origins=tuple(args.allow_origin), allowed_hosts=tuple(args.allow_host),
-                           idle_timeout_s=args.idle_timeout, max_per_address=args.max_per_address)
+                           idle_timeout_s=args.idle_timeout, max_per_address=args.max_per_address,
+                           jpeg_encoder=args.jpeg_encoder)
     except ValueError as e:
         print(f"odyssey-gym play --web: {e}", file=sys.stderr)
         return 2

@@ -4,8 +4,9 @@ Each connected player owns one slot (env index) of a single vector env with
 `num_envs = max_players`. A fixed-rate tick at the world's fps takes every slot's held
 action (free slots: noop), resets the slots whose player joined, left or asked, and steps
 all of them in ONE call run in a worker thread, so the event loop keeps serving sockets.
-Frames are JPEG-encoded in a thread pool while the next step runs, and each player's sender
-task sends only the newest frame: a slow client drops frames instead of growing a queue.
+Frames are JPEG-encoded while the next step runs (in one batched nvJPEG call where the env steps on a GPU,
+else in a CPU thread pool: `jpeg.py`), and each player's sender task sends only the newest frame: a slow client
+drops frames instead of growing a queue.
 
     odyssey-gym play --web [--host 127.0.0.1 --port 8000 --world doom-explore --max-players 8]
 """
@@ -13,7 +14,6 @@ task sends only the newest frame: a slow client drops frames instead of growing 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import os
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from odyssey_gym.play.web.guard import ClientLimits, host_allowed, is_loopback, origin_allowed
+from odyssey_gym.play.web.jpeg import ENCODERS, cuda_jpeg_problem, make_jpeg_encoder
 from odyssey_gym.play.web.metrics import Timings
 from odyssey_gym.play.web.protocol import CommandMessage, KeyMap, ProtocolError, pack_frame, parse_message
 from odyssey_gym.play.web.recording import SessionRecorder, encode_mp4
@@ -61,7 +62,8 @@ class WebConfig:
     sampling_steps: int | None = None
     fps: float | None = None  # None: the world's fps
     jpeg_quality: int = 85
-    encode_workers: int = 0  # 0: min(8, CPUs)
+    encode_workers: int = 0  # CPU encoder threads; 0: min(8, CPUs)
+    jpeg_encoder: str = "auto"  # "auto" (the GPU where the env steps on CUDA), "cpu" or "cuda"
     record_seconds: float = 120.0  # how much of a session "record" can write; 0 disables it
     stats_interval_s: float = 0.5  # how often each player gets a stats message
     # what clients may do (docs/WEB.md): see odyssey_gym/play/web/guard.py
@@ -85,6 +87,8 @@ class WebConfig:
             raise ValueError(f"max_players must be >= 1, got {self.max_players}")
         if not 1 <= self.jpeg_quality <= 95:
             raise ValueError(f"jpeg_quality must be in [1, 95], got {self.jpeg_quality}")
+        if self.jpeg_encoder not in ENCODERS:
+            raise ValueError(f"jpeg_encoder must be one of {', '.join(ENCODERS)}, got {self.jpeg_encoder!r}")
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
 
@@ -116,31 +120,6 @@ class Player:
         self.wake.set()
 
 
-def _jpeg(frame: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-MIN_FRAMES_PER_ENCODE_TASK = 32
-
-
-def encode_chunks(active: list[int], workers: int, min_per_task: int = MIN_FRAMES_PER_ENCODE_TASK) -> list[list[int]]:
-    """Split the slots to encode over at most `workers` tasks of at least `min_per_task` frames each.
-
-    A 120x160 JPEG takes ~0.07 ms, less than handing a task to a thread: one frame per thread made 32 frames
-    cost 3.5 ms against 2.5 ms in one task (2-core CPU, p50 of 30), so threads only pay off past ~32.
-    """
-    n = max(1, min(workers, -(-len(active) // max(1, min_per_task))))
-    return [active[k::n] for k in range(n)]
-
-
-def _encode_chunk(frames: np.ndarray, idx: list[int], quality: int) -> list[bytes]:
-    return [_jpeg(frames[i], quality) for i in idx]
-
-
 class GameServer:
     """Owns the env, the slot table and the tick loop; the Starlette app is a thin shell around it.
 
@@ -165,22 +144,23 @@ class GameServer:
         self._tick_times: deque[float] = deque(maxlen=max(8, int(2 * self.fps)))
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
-        workers = config.encode_workers or min(8, os.cpu_count() or 1)
+        self.encoder = None  # made in start(), once the env says where its frames live
         self._step_pool = ThreadPoolExecutor(1, thread_name_prefix="odyssey-step")
-        self._encode_pool = ThreadPoolExecutor(workers, thread_name_prefix="odyssey-jpeg")
         self._record_pool = ThreadPoolExecutor(1, thread_name_prefix="odyssey-mp4")
-        self._encode_workers = workers
 
     # ------------------------------------------------------------------ lifecycle
     def _make_env(self):
         """On a GPU the step runs as a CUDA graph with the frame decoder compiled: a server runs for hours, so
-        the seconds of compiling buy 1.2x faster batched steps (BENCHMARKS.md)."""
+        the seconds of compiling buy 1.2x faster batched steps (BENCHMARKS.md). Its frames stay on the GPU (the
+        torch backend) when they are encoded there."""
         from odyssey_gym.envs.vector_env import WorldModelVectorEnv, resolve_device
 
         cuda = resolve_device(self.config.device).type == "cuda"
+        gpu_jpeg = cuda and self.config.jpeg_encoder != "cpu" and (
+            self.config.jpeg_encoder == "cuda" or cuda_jpeg_problem() is None)
         return WorldModelVectorEnv(self.world, num_envs=self.config.max_players, device=self.config.device,
                                    weights=self.config.weights, sampling_steps=self.config.sampling_steps,
-                                   compile="decoder" if cuda else None)
+                                   compile="decoder" if cuda else None, backend="torch" if gpu_jpeg else "numpy")
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -188,6 +168,10 @@ class GameServer:
             self.env = await loop.run_in_executor(self._step_pool, self._make_env)
         if self.env.num_envs != self.config.max_players:
             raise ValueError(f"env has {self.env.num_envs} envs but max_players is {self.config.max_players}")
+        self.encoder = make_jpeg_encoder(self.config.jpeg_encoder, device=getattr(self.env, "device", "cpu"),
+                                         backend=getattr(self.env, "backend", "numpy"),
+                                         quality=self.config.jpeg_quality,
+                                         workers=self.config.encode_workers or min(8, os.cpu_count() or 1))
         await loop.run_in_executor(self._step_pool, self.env.reset)
         self.slots.reset_pending[:] = False  # the full reset just gave every slot a fresh start
         self._wake = asyncio.Event()
@@ -200,8 +184,10 @@ class GameServer:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        for pool in (self._encode_pool, self._record_pool, self._step_pool):
+        for pool in (self._record_pool, self._step_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+        if self.encoder is not None:
+            self.encoder.close()
 
     # ------------------------------------------------------------------ the tick
     def _step(self, inp: TickInput) -> np.ndarray:
@@ -210,6 +196,8 @@ class GameServer:
         if inp.reset_mask.any():
             self.env.reset(options={"reset_mask": inp.reset_mask})
         obs = self.env.step(inp.actions)[0]
+        if not isinstance(obs, np.ndarray):  # a device tensor the next step overwrites while this one is encoded
+            obs = obs.clone()
         self.timings.add("step", time.perf_counter() - t)
         return obs
 
@@ -279,19 +267,15 @@ class GameServer:
         active = [i for i, p in enumerate(inp.owners) if p is not None and not p.closed]
         if not active:
             return
-        loop = asyncio.get_running_loop()
         t = time.perf_counter()
-        chunks = encode_chunks(active, self._encode_workers)
-        parts = await asyncio.gather(*(loop.run_in_executor(self._encode_pool, _encode_chunk, frames, c,
-                                                            self.config.jpeg_quality) for c in chunks))
+        jpegs = await self.encoder.encode(frames, active)
         self.timings.add("encode", time.perf_counter() - t)
-        for c, jpegs in zip(chunks, parts):
-            for i, jpeg in zip(c, jpegs):
-                p = inp.owners[i]
-                if p.closed:
-                    continue
-                p.recorder.add(jpeg)
-                p.offer(pack_frame(tick, int(inp.seq[i]), jpeg), t0)
+        for i, jpeg in zip(active, jpegs):
+            p = inp.owners[i]
+            if p.closed:
+                continue
+            p.recorder.add(jpeg)
+            p.offer(pack_frame(tick, int(inp.seq[i]), jpeg), t0)
 
     # ------------------------------------------------------------------ per player
     def _hello(self, p: Player) -> dict:
@@ -456,7 +440,8 @@ class GameServer:
                 "tick": self.tick, "late_ticks": self.late_ticks, "step_errors": self.step_errors,
                 "slow_warning": self.slow_warning,
                 "players": self.slots.count, "max_players": self.config.max_players,
-                "device": str(getattr(self.env, "device", "")), "timings": self.timings.summary(), "slots": slots}
+                "device": str(getattr(self.env, "device", "")),
+                "jpeg_encoder": getattr(self.encoder, "name", None), "timings": self.timings.summary(), "slots": slots}
 
 
 # ---------------------------------------------------------------------------------------- the app

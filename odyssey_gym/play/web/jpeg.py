@@ -1,0 +1,145 @@
+"""JPEG encoding of one tick's frames for the browser players.
+
+Two encoders with one interface, `await encoder.encode(frames, slots) -> [bytes per slot]`:
+
+- `CpuJpegEncoder`: PIL in a thread pool, the frames on the host (numpy, or a CPU tensor).
+- `CudaJpegEncoder`: every slot's frame in ONE `torchvision.io.encode_jpeg` call (nvJPEG) where the frames already
+  live on the GPU (the env's torch backend), then one device-to-host copy of all the JPEG bytes. On CPU threads
+  the encode cost grows with the player count (7.6 ms at 32 players, 19 ms at 64, BENCHMARKS.md); on the GPU the
+  frames never cross to the host as pixels.
+
+`make_jpeg_encoder("auto" | "cpu" | "cuda", ...)` picks one: "auto" takes the GPU where the env steps on CUDA with
+the torch backend and torchvision can encode there, else the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+ENCODERS = ("auto", "cpu", "cuda")
+MIN_FRAMES_PER_ENCODE_TASK = 32
+
+
+def encode_chunks(active: list[int], workers: int, min_per_task: int = MIN_FRAMES_PER_ENCODE_TASK) -> list[list[int]]:
+    """Split the slots to encode over at most `workers` tasks of at least `min_per_task` frames each.
+
+    A 120x160 JPEG takes ~0.07 ms, less than handing a task to a thread: one frame per thread made 32 frames
+    cost 3.5 ms against 2.5 ms in one task (2-core CPU, p50 of 30), so threads only pay off past ~32.
+    """
+    n = max(1, min(workers, -(-len(active) // max(1, min_per_task))))
+    return [active[k::n] for k in range(n)]
+
+
+def pil_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _encode_chunk(frames: np.ndarray, idx: list[int], quality: int) -> list[bytes]:
+    return [pil_jpeg(frames[i], quality) for i in idx]
+
+
+def _host_frames(frames) -> np.ndarray:
+    """(N, H, W, 3) uint8 on the host: numpy as is, a tensor copied once (a CPU tensor without a copy)."""
+    if isinstance(frames, np.ndarray):
+        return frames
+    return frames.detach().cpu().numpy()
+
+
+class CpuJpegEncoder:
+    """PIL over a thread pool, frames split into tasks of at least `MIN_FRAMES_PER_ENCODE_TASK`."""
+
+    name = "cpu"
+
+    def __init__(self, quality: int, workers: int):
+        self.quality = int(quality)
+        self.workers = max(1, int(workers))
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="odyssey-jpeg")
+
+    async def encode(self, frames, slots: list[int]) -> list[bytes]:
+        if not slots:
+            return []
+        loop = asyncio.get_running_loop()
+        host = _host_frames(frames)
+        chunks = encode_chunks(slots, self.workers)
+        parts = await asyncio.gather(*(loop.run_in_executor(self._pool, _encode_chunk, host, c, self.quality)
+                                       for c in chunks))
+        by_slot = {i: j for c, jpegs in zip(chunks, parts) for i, j in zip(c, jpegs)}
+        return [by_slot[i] for i in slots]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cuda_encode(frames, slots: list[int], quality: int) -> list[bytes]:
+    """One batched nvJPEG call over the slots' frames (device tensors, HWC), then one copy of all the bytes."""
+    import torch
+    from torchvision.io import encode_jpeg
+
+    out = encode_jpeg([frames[i].permute(2, 0, 1).contiguous() for i in slots], quality=quality)
+    sizes = [int(t.numel()) for t in out]  # shape metadata: no sync
+    blob = torch.cat([t.reshape(-1) for t in out]).cpu().numpy().tobytes()  # the one device-to-host copy
+    offsets = np.cumsum([0, *sizes])
+    return [blob[offsets[k]:offsets[k + 1]] for k in range(len(slots))]
+
+
+class CudaJpegEncoder:
+    """torchvision's nvJPEG encoder, one call per tick, in its own thread so the next step overlaps it."""
+
+    name = "cuda"
+
+    def __init__(self, quality: int):
+        self.quality = int(quality)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="odyssey-nvjpeg")
+
+    async def encode(self, frames, slots: list[int]) -> list[bytes]:
+        if not slots:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _cuda_encode, frames, slots, self.quality)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@functools.cache
+def cuda_jpeg_problem() -> str | None:
+    """Why JPEGs cannot be encoded on the GPU here (None: they can): tried once on a tiny frame."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "CUDA is not available"
+        from torchvision.io import encode_jpeg
+
+        encode_jpeg([torch.zeros(3, 8, 8, dtype=torch.uint8, device="cuda")], quality=80)
+    except Exception as e:  # noqa: BLE001 (no torchvision, a build without nvJPEG, ...: say which)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def make_jpeg_encoder(kind: str, *, device, backend: str, quality: int, workers: int):
+    """The encoder for an env stepping on `device` with `backend` ("numpy" | "torch"). "cuda" needs both the
+    frames on a CUDA device (torch backend) and a torchvision that encodes there; the error says what is missing."""
+    if kind not in ENCODERS:
+        raise ValueError(f"jpeg encoder must be one of {', '.join(ENCODERS)}, got {kind!r}")
+    on_gpu = getattr(device, "type", str(device)) == "cuda" and backend == "torch"
+    if kind == "cuda":
+        if not on_gpu:
+            raise ValueError(f"jpeg encoder 'cuda' needs the env's frames on a CUDA device with the torch backend "
+                             f"(this env: device {device}, backend {backend})")
+        problem = cuda_jpeg_problem()
+        if problem is not None:
+            raise ValueError(f"jpeg encoder 'cuda' is not available here: {problem}")
+        return CudaJpegEncoder(quality)
+    if kind == "auto" and on_gpu and cuda_jpeg_problem() is None:
+        return CudaJpegEncoder(quality)
+    return CpuJpegEncoder(quality, workers)
