@@ -40,6 +40,7 @@ INDEX_NAME = "model.safetensors.index.json"  # the standard shard index save_pre
 REPORT_NAME = "report.json"
 LANDING_PREFIX = ".landing-"
 PSNR_DECIMALS = 3  # what the campaign log keeps (and `improved` compares): a thousandth of a dB
+REALISM_DECIMALS = 3  # the rollout realism (a Fréchet distance) as the campaign log keeps it
 REALISM_SLACK = 0.10  # how much worse the rollout's realism may get (the card's minute-5-vs-minute-1 tolerance)
 SHOWN_SEEDS = 3  # shared seeds named in the refusal
 
@@ -481,7 +482,7 @@ def realism(report: dict[str, Any]) -> float | None:
     per_minute = (r.get("engine") or {}).get("per_minute") or r.get("per_minute")
     if not per_minute:
         return None
-    return round(sum(map(float, per_minute)) / len(per_minute), PSNR_DECIMALS)
+    return round(sum(map(float, per_minute)) / len(per_minute), REALISM_DECIMALS)
 
 
 def improved(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
