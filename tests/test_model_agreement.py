@@ -55,7 +55,7 @@ def test_training_forward_matches_sampler(k, extra, steps, start_from):
         zero = torch.zeros(B, T)
         z0 = x
         for i in range(len(sig) - 1):
-            z0, r, _ = dyn.forward_teacher_forcing(z, zero, x, torch.full((B, T), sig[i]), acts)
+            z0, r, _, _ = dyn.forward_teacher_forcing(z, zero, x, torch.full((B, T), sig[i]), acts)
             x = z0 if sig[i + 1] == 0 else z0 + (sig[i + 1] / sig[i]) * (x - z0)
     torch.testing.assert_close(z0[:, k:], gen, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(r[:, k:], torch.stack(rew, 1), rtol=1e-4, atol=1e-4)

@@ -29,7 +29,7 @@ def inputs(B=2, T=5, seed=1):
 def test_forward_shapes():
     dyn = tiny_dynamics()
     z, s, a = inputs()
-    z0, r, t = dyn(z, s, a)
+    z0, r, t, _ = dyn(z, s, a)
     assert z0.shape == z.shape and r.shape == (2, 5) and t.shape == (2, 5)
     *_, kvs = dyn(z, s, a, return_kv=True)
     assert len(kvs) == 2 and kvs[0][0].shape == (2, 4, 5 * 4, 16)
@@ -45,7 +45,7 @@ def test_frame_causal():
         s2[:, t + 1 :] = 3.0
         a2[:, t + 1 :] = 1 - a2[:, t + 1 :]
         out2 = dyn(z2, s2, a2)
-        for o, o2 in zip(out, out2):
+        for o, o2 in zip(out[:3], out2[:3]):  # frames, rewards, termination logits (no state here)
             torch.testing.assert_close(o[:, : t + 1], o2[:, : t + 1], rtol=0, atol=1e-6)
             assert not torch.allclose(o[:, t + 1 :], o2[:, t + 1 :])
 
@@ -64,10 +64,10 @@ def test_sliding_window():
 def test_action_conditioning_changes_output():
     dyn = tiny_dynamics()
     z, s, a = inputs()
-    z0, r, t = dyn(z, s, a)
+    z0, r, t, _ = dyn(z, s, a)
     a2 = a.clone()
     a2[:, -1] = 1 - a2[:, -1]
-    z0b, rb, tb = dyn(z, s, a2)
+    z0b, rb, tb, _ = dyn(z, s, a2)
     assert (z0[:, -1] - z0b[:, -1]).abs().max() > 1e-4
     assert (r[:, -1] - rb[:, -1]).abs().max() > 1e-6
     torch.testing.assert_close(z0[:, :-1], z0b[:, :-1])  # earlier frames unaffected
@@ -223,3 +223,54 @@ def test_term_pos_weight_scales_only_terminal_frames():
             bce[w, name] = float(m["term_bce"])
     assert bce[1.0, "none"] == pytest.approx(bce[10.0, "none"])  # no terminal frame: weight is irrelevant
     assert bce[10.0, "some"] > 2 * bce[1.0, "some"]
+
+
+def test_a_model_without_state_keeps_its_parameters():
+    """state_dim 0 (every shipped model): no state layers, the heads give reward and termination only."""
+    dyn = tiny_dynamics()
+    assert dyn.state_mlp is None and dyn.heads[-1].out_features == 2
+    assert not any("state" in k for k in dyn.state_dict())
+    assert dyn(*inputs())[3].shape == (2, 5, 0)
+    with pytest.raises(ValueError, match="state_dim"):
+        DynamicsConfig(latent_channels=4, latent_size=(4, 4), patch_size=2, n_embd=64, n_head=4, state_dim=-1)
+
+
+def test_state_conditions_later_frames_only_and_its_head_learns_the_state():
+    """Frame t is conditioned on the state frame t-1 ended in (causal, like its action), and the state head, trained
+    by `loss(state=...)`, learns a state the frames show (their latent mean)."""
+    from odyssey_gym.model.dynamics import previous_state
+
+    dyn = tiny_dynamics(state_dim=2)
+    with torch.no_grad():
+        dyn.state_mlp[-1].weight.normal_(0, 0.05)  # zero-initialised: the state starts with no effect
+    z, s, a = inputs(T=6)
+    prev = torch.randn(2, 6, 2)
+    out = dyn(z, s, a, state_prev=prev)
+    assert out[3].shape == (2, 6, 2)
+    prev2 = prev.clone()
+    prev2[:, 3:] += 1.0
+    out2 = dyn(z, s, a, state_prev=prev2)
+    torch.testing.assert_close(out[0][:, :3], out2[0][:, :3], rtol=0, atol=1e-6)
+    assert not torch.allclose(out[0][:, 3:], out2[0][:, 3:])
+
+    state = torch.randn(2, 4, 2)
+    first = torch.tensor([[True, False, False, False], [False, False, True, False]])
+    shifted = previous_state(state, first)
+    assert torch.equal(shifted[0, 1:], state[0, :-1]) and (shifted[0, 0] == 0).all()
+    assert (shifted[1, 2] == 0).all() and torch.equal(shifted[1, 3], state[1, 2])
+
+    torch.manual_seed(0)
+    dyn = tiny_dynamics(state_dim=2).train()
+    opt = torch.optim.AdamW(dyn.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(8, 5, 4, 4, 4, generator=g)
+    acts = (torch.rand(8, 5, 3, generator=g) > 0.5).float()
+    target = torch.stack([z.mean((2, 3, 4)), z[:, :, 0].mean((2, 3))], -1) * 3  # what each frame shows
+    mse = []
+    for _ in range(80):
+        loss, m = dyn.loss(z, acts, state=target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mse.append(float(m["state_mse"]))
+    assert mse[-1] < 0.25 * mse[0], (mse[0], mse[-1])

@@ -84,6 +84,10 @@ class DynamicsConfig:
     term_weight: float = 1.0
     # deaths are ~1% of frames or fewer: weight the positive class so the head learns to fire at all
     term_pos_weight: float = 1.0
+    # game state beside pixels (the world's `state_variables`, normalised): frame t is conditioned on the state
+    # frame t-1 ended in, and a head predicts the state frame t ends in (0: no state)
+    state_dim: int = 0
+    state_weight: float = 1.0
 
     def __post_init__(self):
         self.latent_size = tuple(int(s) for s in self.latent_size)
@@ -102,6 +106,8 @@ class DynamicsConfig:
             raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
         if self.attention == "flex" and self.dropout > 0:
             raise ValueError("attention 'flex' has no attention dropout: set dropout to 0 or use attention 'sdpa'")
+        if int(self.state_dim) < 0:
+            raise ValueError(f"state_dim must be >= 0, got {self.state_dim!r}")
         for name in ("p_context", "p_context_aug", "p_sigma_max"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
@@ -121,6 +127,13 @@ class DynamicsConfig:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def previous_state(state: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+    """The state each frame's previous frame ended in: `state` (B, T, S) shifted one frame later, zeros at the
+    window's first frame and where `first` (B, T) marks an episode start (nothing came before it)."""
+    prev = torch.cat([torch.zeros_like(state[:, :1]), state[:, :-1]], dim=1)
+    return prev if first is None else prev.masked_fill(first.bool()[..., None], 0.0)
 
 
 def karras_sigmas(steps: int, sigma_max: float, sigma_min: float, rho: float) -> list[float]:
@@ -343,12 +356,17 @@ class Dynamics(nn.Module):
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.out_table = nn.Parameter(torch.randn(2, D) / D**0.5)
         self.out = nn.Linear(D, C * p * p)
-        self.heads = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 2))  # reward, termination logit
+        # reward, termination logit, then the state frame t ends in (state_dim values)
+        self.heads = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, 2 + cfg.state_dim))
+        # the state the previous frame ended in, as conditioning (absent without state: old weights load as they are)
+        self.state_mlp = (nn.Sequential(nn.Linear(cfg.state_dim, D), nn.SiLU(), nn.Linear(D, D))
+                          if cfg.state_dim else None)
         self._block_masks: dict = {}  # attention "flex": BlockMasks by window shape (not state: rebuilt on demand)
         self._dense_only = False  # set by dense_masks()
         self._compiled: dict[str, Callable] = {}  # set by compile_window_forwards(); not state
         self.apply(self._init)
-        for m in (self.adaln[-1], self.out):  # start as "output = c_skip * input", blocks as near-identity
+        zeroed = (self.adaln[-1], self.out) + ((self.state_mlp[-1],) if self.state_mlp is not None else ())
+        for m in zeroed:  # start as "output = c_skip * input", blocks as near-identity, state as no input
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -373,25 +391,30 @@ class Dynamics(nn.Module):
         x = x.reshape(B, T, h // p, w // p, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(B, T, C, h, w)
 
-    def _embed(self, z_noisy, sigma, actions):
-        """-> tokens (B, T, P, D), cond (B, T, D), mod (B, T, 6, D), (c_skip, c_out) (B, T, 1, 1, 1)."""
+    def _embed(self, z_noisy, sigma, actions, state_prev=None):
+        """-> tokens (B, T, P, D), cond (B, T, D), mod (B, T, 6, D), (c_skip, c_out) (B, T, 1, 1, 1).
+        state_prev (B, T, S): the state each frame's previous frame ended in (None: zeros, as at a first frame)."""
         c_skip, c_out, c_in, c_noise = edm_precond(sigma, self.config.sigma_data)
         dt = self.patch_in.weight.dtype
         x = self.patch_in(self._patchify(z_noisy * c_in[..., None, None, None].to(z_noisy.dtype)).to(dt))
         x = x + self.pos_emb.to(dt)
         cond = self.noise_mlp(timestep_embedding(c_noise, 256).to(dt)) + self.action_mlp(actions.to(dt))
+        if self.state_mlp is not None:
+            if state_prev is None:
+                state_prev = actions.new_zeros(*actions.shape[:-1], self.config.state_dim)
+            cond = cond + self.state_mlp(state_prev.to(dt))
         mod = self.adaln(cond).unflatten(-1, (6, -1))
         return x, cond, mod, (c_skip[..., None, None, None], c_out[..., None, None, None])
 
     def _finish(self, x, cond, z_noisy, pre):
-        """Final adaLN + linear -> x0 prediction; mean-pooled hidden -> heads."""
+        """Final adaLN + linear -> x0 prediction; mean-pooled hidden -> heads (reward, termination logit, state)."""
         h = self.norm_out(x)
         shift, scale = (self.out_table.to(cond.dtype) + cond[:, :, None]).unsqueeze(2).unbind(3)
         Fx = self._unpatchify(self.out(h * (1 + scale) + shift)).float()
         c_skip, c_out = pre
         z0 = c_skip * z_noisy.float() + c_out * Fx
         r = self.heads(h.mean(2)).float()
-        return z0.to(z_noisy.dtype), r[..., 0], r[..., 1]
+        return z0.to(z_noisy.dtype), r[..., 0], r[..., 1], r[..., 2:]
 
     @contextlib.contextmanager
     def dense_masks(self):
@@ -440,20 +463,24 @@ class Dynamics(nn.Module):
         fn = None if self._dense_only else self._compiled.get(kind)
         return eager if fn is None else fn
 
-    def forward(self, z_noisy, sigma, actions, window: int | None = None, return_kv: bool = False):
-        """z_noisy (B, T, C, h, w), sigma (B, T), actions (B, T, A) -> (z0_pred, reward (B, T), term_logit (B, T)).
+    def forward(self, z_noisy, sigma, actions, window: int | None = None, return_kv: bool = False, state_prev=None):
+        """z_noisy (B, T, C, h, w), sigma (B, T), actions (B, T, A) -> (z0_pred, reward (B, T), term_logit (B, T),
+        state (B, T, S)): S = config.state_dim values, the state each frame ends in (normalised); state_prev
+        (B, T, S) the state each frame's previous frame ended in.
 
         Frame t is conditioned on actions[:, t] (the action that led INTO frame t) and attends to
         frames t-window .. t (window defaults to context_frames). Frame t sits at RoPE position t. With
         return_kv, also returns the per-layer (k, v) (B, H, T*P, hd), keys rotated (fills the sampler's cache).
         """
-        return self._window_forward("causal", self._forward_causal)(z_noisy, sigma, actions, window, return_kv)
+        return self._window_forward("causal", self._forward_causal)(z_noisy, sigma, actions, window, return_kv,
+                                                                    state_prev)
 
-    def _forward_causal(self, z_noisy, sigma, actions, window: int | None = None, return_kv: bool = False):
+    def _forward_causal(self, z_noisy, sigma, actions, window: int | None = None, return_kv: bool = False,
+                        state_prev=None):
         cfg = self.config
         B, T = sigma.shape
         window = cfg.context_frames if window is None else window
-        x, cond, mod, pre = self._embed(z_noisy, sigma, actions)
+        x, cond, mod, pre = self._embed(z_noisy, sigma, actions, state_prev)
         P = x.shape[2]
         cos, sin = rope_angles(torch.arange(T, device=x.device).repeat_interleave(P), cfg.rope_dim, cfg.rope_base,
                                cfg.rope_period)
@@ -467,24 +494,27 @@ class Dynamics(nn.Module):
 
     # -- forward over a window as two streams (teacher-forcing training, the agreement test)
 
-    def forward_teacher_forcing(self, z_ctx, sigma_ctx, z_noisy, sigma, actions, window: int | None = None):
+    def forward_teacher_forcing(self, z_ctx, sigma_ctx, z_noisy, sigma, actions, window: int | None = None,
+                                state_prev=None):
         """Denoise every frame of a window against the clean context before it, in one pass.
 
         z_ctx (B, T, C, h, w) the context stream at levels sigma_ctx (B, T); z_noisy (B, T, C, h, w) the
         target stream at levels sigma (B, T); actions (B, T, A) into-frame, shared by both streams. Target
         frame t sees context frames t-window .. t-1 and itself (`teacher_forcing_mask`); both streams' frame
-        t sit at RoPE position t. Returns (z0_pred of the targets, reward (B, T), term_logit (B, T)), the
-        heads read from the context stream (the sampler reads them from its clean pass).
+        t sit at RoPE position t. Returns (z0_pred of the targets, reward (B, T), term_logit (B, T), state
+        (B, T, S)), the heads read from the context stream (the sampler reads them from its clean pass);
+        state_prev (B, T, S) conditions both streams' frame t, like its action.
         """
         return self._window_forward("teacher_forcing", self._forward_teacher_forcing)(
-            z_ctx, sigma_ctx, z_noisy, sigma, actions, window)
+            z_ctx, sigma_ctx, z_noisy, sigma, actions, window, state_prev)
 
-    def _forward_teacher_forcing(self, z_ctx, sigma_ctx, z_noisy, sigma, actions, window: int | None = None):
+    def _forward_teacher_forcing(self, z_ctx, sigma_ctx, z_noisy, sigma, actions, window: int | None = None,
+                                 state_prev=None):
         cfg = self.config
         B, T = sigma.shape
         window = cfg.context_frames if window is None else window
-        xc, cc, mc, pc = self._embed(z_ctx, sigma_ctx, actions)
-        xn, cn, mn, pn = self._embed(z_noisy, sigma, actions)
+        xc, cc, mc, pc = self._embed(z_ctx, sigma_ctx, actions, state_prev)
+        xn, cn, mn, pn = self._embed(z_noisy, sigma, actions, state_prev)
         x, cond, mod = torch.cat([xc, xn], 1), torch.cat([cc, cn], 1), torch.cat([mc, mn], 1)
         P = x.shape[2]
         pos = torch.arange(T, device=x.device).repeat(2).repeat_interleave(P)
@@ -493,21 +523,23 @@ class Dynamics(nn.Module):
         for block in self.blocks:
             x, _ = block(x, mod, (cos, sin), mask)
         pre = tuple(torch.cat([a, b], 1) for a, b in zip(pc, pn))
-        z0, r, t = self._finish(x, cond, torch.cat([z_ctx, z_noisy], 1), pre)
-        return z0[:, T:], r[:, :T], t[:, :T]
+        z0, r, t, st = self._finish(x, cond, torch.cat([z_ctx, z_noisy], 1), pre)
+        return z0[:, T:], r[:, :T], t[:, :T], st[:, :T]
 
     # -- forward of one new frame against a KV cache (the real-time sampler)
 
-    def forward_cached(self, z_noisy, sigma, action, pos, caches, slot, key_valid):
+    def forward_cached(self, z_noisy, sigma, action, pos, caches, slot, key_valid, state_prev=None):
         """One new frame per row against ring-buffer KV caches (the real-time sampler).
 
         z_noisy (B, C, h, w), sigma (B,), action (B, A); pos (B,) int64 the frame's RoPE position (frame index);
         caches: per layer (k_buf, v_buf) (B, H, R*P, hd) holding rotated keys of R frame slots; slot (B,) int64:
         the slot this frame's k, v are written to (in place, every call); key_valid (B, R*P) bool: the keys
-        the frame may attend to (its own slot included). Returns (z0 (B, C, h, w), reward (B,), term_logit (B,)).
+        the frame may attend to (its own slot included); state_prev (B, S) the state the previous frame ended in.
+        Returns (z0 (B, C, h, w), reward (B,), term_logit (B,), state (B, S)).
         """
         cfg = self.config
-        x, cond, mod, pre = self._embed(z_noisy[:, None], sigma[:, None], action[:, None])
+        x, cond, mod, pre = self._embed(z_noisy[:, None], sigma[:, None], action[:, None],
+                                        None if state_prev is None else state_prev[:, None])
         B, _, P, _ = x.shape
         cos, sin = rope_angles(pos, cfg.rope_dim, cfg.rope_base, cfg.rope_period)
         rope = (cos[:, None, None], sin[:, None, None])  # (B, 1, 1, r): one position per row
@@ -515,8 +547,8 @@ class Dynamics(nn.Module):
         mask = key_valid[:, None, None, :]
         for block, (k_buf, v_buf) in zip(self.blocks, caches):
             x, _ = block(x, mod, rope, mask, (k_buf, v_buf, index))
-        z0, r, t = self._finish(x, cond, z_noisy[:, None], pre)
-        return z0[:, 0], r[:, 0], t[:, 0]
+        z0, r, t, st = self._finish(x, cond, z_noisy[:, None], pre)
+        return z0[:, 0], r[:, 0], t[:, 0], st[:, 0]
 
     # -- training
 
@@ -556,7 +588,7 @@ class Dynamics(nn.Module):
         return torch.where(noised, s, torch.zeros_like(s))
 
     def loss(self, z, actions, rewards=None, terminated=None, first=None, *, loss_mask=None, context_mask=None,
-             context_z=None, generator=None):
+             context_z=None, generator=None, state=None, state_prev=None):
         """Training loss on a window of clean normalised latents, by `config.objective`.
 
         z (B, T, C, h, w) clean; actions (B, T, A) into-frame; rewards (B, T); terminated (B, T) bool;
@@ -565,12 +597,17 @@ class Dynamics(nn.Module):
         which has no context). context_z: teacher forcing only: the context stream's frames when they differ
         from the targets z (self-forcing: the model's own samples as context, the true frames as targets).
         context_mask (B, T) bool: diffusion forcing only: force frames context-like / target-like.
+        state (B, T, S): the normalised state each frame ends in (models with state_dim > 0): its head is trained on
+        it, and each frame is conditioned on `state_prev`, the state its previous frame ended in (default: `state`
+        shifted by one frame, zeros at a window's first frame and at episode starts).
         Denoising loss with EDM weighting; reward MSE + termination BCE on the frames the heads read.
         Returns (loss, metrics) with metrics as detached tensors (no host sync).
         """
         cfg = self.config
         B, T = z.shape[:2]
         dev = z.device
+        if state is not None and state_prev is None:
+            state_prev = previous_state(state, first)
         counted = torch.ones(B, T, dtype=torch.bool, device=dev) if loss_mask is None else loss_mask.bool()
         noise = torch.randn(z.shape, device=dev, generator=generator, dtype=torch.float32)
         if cfg.objective == "teacher_forcing":
@@ -587,7 +624,7 @@ class Dynamics(nn.Module):
             at_start = (sigma >= cfg.sigma_max)[..., None, None, None]
             base = torch.where(at_start, self.start_input(ctx).float(), z.float())
             z_noisy = (base + sigma[..., None, None, None] * noise).to(z.dtype)
-            z0, r, t = self.forward_teacher_forcing(z_ctx, s_ctx, z_noisy, sigma, actions)
+            z0, r, t, st = self.forward_teacher_forcing(z_ctx, s_ctx, z_noisy, sigma, actions, state_prev=state_prev)
             counted = counted.clone()
             counted[:, 0] = False  # nothing to condition on: the sampler never generates a frame without context
             is_target = counted
@@ -597,7 +634,7 @@ class Dynamics(nn.Module):
                 raise ValueError("context_z applies to the teacher_forcing objective only")
             sigma, is_ctx = self.sample_sigma(B, T, dev, context_mask, generator)
             z_noisy = (z.float() + sigma[..., None, None, None] * noise).to(z.dtype)
-            z0, r, t = self(z_noisy, sigma, actions)
+            z0, r, t, st = self(z_noisy, sigma, actions, state_prev=state_prev)
             is_target = ~is_ctx & counted
             head_mask = is_ctx & counted
 
@@ -612,6 +649,12 @@ class Dynamics(nn.Module):
             tgt = is_target.float()
             metrics["mse_target"] = (err * tgt).sum() / tgt.sum().clamp_min(1)
 
+        if state is not None and cfg.state_dim:
+            sm = head_mask.float()  # a first frame's state is real (unlike its reward): it counts
+            s_mse = ((st.float() - state.float()) ** 2).mean(-1)
+            s_mse = (s_mse * sm).sum() / sm.sum().clamp_min(1)
+            loss = loss + cfg.state_weight * s_mse
+            metrics["state_mse"] = s_mse.detach()
         if first is not None:
             head_mask = head_mask & ~first.bool()
         hm = head_mask.float()
@@ -632,7 +675,7 @@ class Dynamics(nn.Module):
         return loss, metrics
 
     @torch.no_grad()
-    def sample_teacher_forced(self, z, actions, sigmas: Sequence[float], noise=None):
+    def sample_teacher_forced(self, z, actions, sigmas: Sequence[float], noise=None, state_prev=None):
         """Every frame of a window sampled at once from the true frames before it (few-step Euler, no grad).
 
         z (B, T, C, h, w) clean context; actions (B, T, A); sigmas: the sampler's schedule (ending at 0).
@@ -646,7 +689,7 @@ class Dynamics(nn.Module):
         z0 = x
         for i in range(len(sigmas) - 1):
             s = torch.full((B, T), sigmas[i], device=z.device)
-            z0 = self.forward_teacher_forcing(z, s_ctx, x, s, actions)[0]
+            z0 = self.forward_teacher_forcing(z, s_ctx, x, s, actions, state_prev=state_prev)[0]
             x = z0 if sigmas[i + 1] == 0 else z0 + (sigmas[i + 1] / sigmas[i]) * (x - z0)
         return z0
 
@@ -654,7 +697,7 @@ class Dynamics(nn.Module):
 
     @torch.no_grad()
     def generate_next(self, context_z, context_actions, next_action, steps: int = 1, ctx_sigma: float = 0.0,
-                      noise=None, sigmas: Sequence[float] | None = None):
+                      noise=None, sigmas: Sequence[float] | None = None, state_prev=None):
         """Sample the frame after `context_z` (B, T, C, h, w) (T may be 0) taken with `next_action` (B, A).
 
         Context frames enter at noise level ctx_sigma (as clean input: no noise is added); the new frame is
@@ -675,7 +718,7 @@ class Dynamics(nn.Module):
         z0 = x
         for i in range(len(sig) - 1):
             s = torch.cat([ctx_s, torch.full((B, 1), sig[i], device=x.device)], dim=1)
-            z0 = self(torch.cat([context_z, x[:, None]], dim=1), s, acts)[0][:, -1]
+            z0 = self(torch.cat([context_z, x[:, None]], dim=1), s, acts, state_prev=state_prev)[0][:, -1]
             x = z0 if sig[i + 1] == 0 else z0 + (sig[i + 1] / sig[i]) * (x - z0)  # Euler step of the PF-ODE
         return z0
 

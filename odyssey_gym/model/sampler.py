@@ -348,7 +348,7 @@ class Sampler:
         if self.context_noise > 0:
             eps = hash_noise(self.seeds, self.frame_idx, CLEAN_PASS, self.latent_shape)
             clean = z0 + (self.context_noise * eps).to(self.dtype)
-        _, reward, term_logit = dyn.forward_cached(clean, self._sig_ctx, actions, pos, caches, self.ptr, key_valid)
+        _, reward, term_logit, _ = dyn.forward_cached(clean, self._sig_ctx, actions, pos, caches, self.ptr, key_valid)
         self.ptr.copy_((self.ptr + 1) % R)
         self.valid.copy_((self.valid + 1).clamp_max(self.K))
         self.frame_idx.add_(1)
@@ -418,7 +418,7 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
             x = next_pass_input(z0, x, sig[i], sig[i + 1], fresh)
         clean = ctx_input(z0, fi)
         s = torch.cat([s_ctx, torch.full((B, 1), cn, device=dev)], dim=1)
-        _, r, t = dyn(torch.cat([hist, clean[:, None]], dim=1), s, acts)
+        _, r, t, _ = dyn(torch.cat([hist, clean[:, None]], dim=1), s, acts)
         hist = torch.cat([hist, clean[:, None]], dim=1)
         hist_a = acts
         prev = z0
