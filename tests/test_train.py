@@ -557,3 +557,65 @@ def test_train_compile_compiles_the_dynamics_window_forwards_and_the_whole_autoe
     assert compile_objective(m.dynamics, dyn_obj) is dyn_obj and compiled == [m.dynamics]
     ae_obj = Objective(m.ae, lambda mod, b: None)
     assert compile_objective(m.ae, ae_obj) == ("compiled", ae_obj) and compiled == [m.dynamics]
+
+
+def make_state_dataset(path: Path, episodes: int = 6, length: int = 40, seed: int = 0) -> Path:
+    """As `make_dataset`, with HEALTH = the square's x position: a game variable the frames show."""
+    from odyssey_gym.data.dataset import DatasetWriter, Episode
+
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(path, "doom-takecover", fsync=False) as w:
+        for e in range(episodes):
+            x = int(rng.integers(8, 48))
+            acts = rng.integers(0, 3, size=length)
+            frames = np.zeros((length + 1, 64, 64, 3), np.uint8)
+            health = np.zeros((length + 1, 1), np.float32)
+            for i in range(length + 1):
+                if i > 0:
+                    x = int(np.clip(x + (-3 if acts[i - 1] == 0 else 3 if acts[i - 1] == 1 else 0), 0, 56))
+                frames[i, 28:36, x:x + 8] = 255
+                health[i] = 2 * x
+            w.add_episode(Episode(frames, acts.astype(np.int64), np.zeros(length, np.float32), np.zeros(length, bool),
+                                  np.arange(length) == length - 1, seed=seed * 100 + e, state=health))
+    return path
+
+
+def test_a_model_with_game_state_trains_its_state_head_and_exports_the_stats(tmp_path, dataset):
+    """`model.state_variables` names the game variables: the trainer normalises the data's by their stats, the
+    state head learns them (its error falls), and the export carries names and stats; a stateless model's
+    weights grow the state layers under --init-from, and data without the variable is refused by name."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from odyssey_gym.model import WorldModel
+
+    data = make_state_dataset(tmp_path / "state-data")
+    cfg = write_config(tmp_path / "s.yaml", {**TINY, "model": {"preset": "tiny", "state_variables": ["HEALTH"]}},
+                       dyn_steps=60, unroll_len=0)
+    out, exp = tmp_path / "run", tmp_path / "export"
+    assert run_inproc(cfg, data, out, "--export", exp) == 0
+    ea = EventAccumulator(str(out / "tb"))
+    ea.Reload()
+    mse = [e.value for e in ea.Scalars("dyn/state_mse")]
+    assert len(mse) >= 3 and mse[-1] < 0.7 * mse[0], mse
+    m = WorldModel.from_pretrained(exp)
+    assert m.config.state_variables == ["HEALTH"] and m.config.dynamics.state_dim == 1
+    assert 40 < m.config.state_mean[0] < 72 and m.config.state_std[0] > 5  # HEALTH = 2x, x in [0, 56]
+    torch.testing.assert_close(m.denormalize_state(m.normalize_state(torch.tensor([[30.0]]))), torch.tensor([[30.0]]))
+
+    # the stateless weights of an ordinary run grow the state layers (reward/termination rows kept)
+    plain = tmp_path / "plain"
+    assert run_inproc(write_config(tmp_path / "p.yaml", ae_steps=10, dyn_steps=4), dataset, tmp_path / "prun",
+                      "--export", plain) == 0
+    grown = tmp_path / "grown"
+    assert run_inproc(write_config(tmp_path / "g.yaml", {**TINY, "model": {"preset": "tiny",
+                                                                          "state_variables": ["HEALTH"]}},
+                                   dyn_steps=4, unroll_len=0),
+                      data, tmp_path / "grun", "--phase", "dyn", "--init-from", plain, "--export", grown) == 0
+    src, dst = WorldModel.from_pretrained(plain), WorldModel.from_pretrained(grown)
+    assert dst.dynamics.heads[-1].out_features == 3 and src.dynamics.heads[-1].out_features == 2
+
+    # data that does not record the variable
+    with pytest.raises(Exception, match="HEALTH"):
+        from odyssey_gym.train.steps import data_state
+
+        data_state(SimpleNamespace(state=None, state_variables=()), ["HEALTH"])

@@ -42,6 +42,11 @@ class WorldModelConfig:
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     latent_mean: list[float] | None = None  # per latent channel (None: 0); set by the trainer after the AE phase
     latent_std: list[float] | None = None  # per latent channel (None: 1)
+    # game variables beside the pixels (names from the world's `state_variables`; dynamics.state_dim of them) and
+    # the per-variable mean/std that normalise them for the dynamics; set by the trainer from the data
+    state_variables: list[str] | None = None
+    state_mean: list[float] | None = None
+    state_std: list[float] | None = None
     sampling_steps: int = 2  # denoising passes per generated frame
     context_noise: float = 0.0  # sigma at which generated frames enter the context at inference
     # input of each denoising pass after the first (see `next_pass_input`): "ddim" keeps the first pass's noise
@@ -65,6 +70,7 @@ class WorldModelConfig:
             if v is not None and (not isinstance(v, (list, tuple)) or len(v) != a.latent_channels):
                 n = len(v) if isinstance(v, (list, tuple)) else type(v).__name__
                 raise ValueError(f"{name} has {n} entries, expected a list of latent_channels={a.latent_channels}")
+        _check_state(self)
         _check_values(self)
 
     # -- handy views
@@ -116,6 +122,8 @@ class WorldModelConfig:
             raise ValueError(f"unknown WorldModelConfig keys {sorted(bad)}; known: {sorted(fields)}")
         _check_keys(ae, AutoencoderConfig, "ae")
         _check_keys(dyn, DynamicsConfig, "dynamics")
+        if top.get("state_variables"):  # naming the variables is enough: the dynamics gets one input per name
+            dyn.setdefault("state_dim", len(top["state_variables"]))
         aec = AutoencoderConfig(**ae)
         dyn.setdefault("latent_channels", aec.latent_channels)
         dyn.setdefault("latent_size", aec.latent_size)
@@ -205,6 +213,25 @@ def _check_values(cfg: WorldModelConfig) -> None:
         _check_latent_stats(cfg.latent_mean or [0.0] * C, cfg.latent_std or [1.0] * C)
 
 
+def _check_state(cfg: "WorldModelConfig") -> None:
+    """The state's names and stats agree with dynamics.state_dim; stats are finite, stds > 0."""
+    S = int(cfg.dynamics.state_dim)
+    names = cfg.state_variables
+    if S and (not isinstance(names, (list, tuple)) or len(names) != S or not all(isinstance(n, str) for n in names)):
+        raise ValueError(f"dynamics.state_dim is {S}: state_variables must name {S} game variables, got {names!r}")
+    if not S and names:
+        raise ValueError(f"state_variables {list(names)} need dynamics.state_dim = {len(names)}, got 0")
+    for name in ("state_mean", "state_std"):
+        v = getattr(cfg, name)
+        if v is None:
+            continue
+        if not isinstance(v, (list, tuple)) or len(v) != S:
+            raise ValueError(f"{name} must list {S} values (one per state variable), got {v!r}")
+        for i, x in enumerate(v):
+            if not _is_number(x) or not math.isfinite(x) or (name == "state_std" and x <= 0):
+                raise ValueError(f"{name}[{i}] must be {'finite and > 0' if name == 'state_std' else 'finite'}, got {x!r}")
+
+
 def _check_latent_stats(mean, std) -> None:
     """Finite means and finite positive stds: a bad entry turns every latent of that channel into NaN/inf."""
     for name, vals in (("latent_mean", mean), ("latent_std", std)):
@@ -235,6 +262,9 @@ class WorldModel(nn.Module):
         C = config.ae.latent_channels
         self.register_buffer("latent_mean", torch.zeros(C, 1, 1), persistent=False)
         self.register_buffer("latent_std", torch.ones(C, 1, 1), persistent=False)
+        S = config.dynamics.state_dim
+        self.register_buffer("state_mean", torch.tensor(config.state_mean or [0.0] * S), persistent=False)
+        self.register_buffer("state_std", torch.tensor(config.state_std or [1.0] * S), persistent=False)
         self.pretrained_dir: Path | None = None
         if config.latent_mean is not None or config.latent_std is not None:
             self.set_latent_stats(config.latent_mean or [0.0] * C, config.latent_std or [1.0] * C)
@@ -250,6 +280,23 @@ class WorldModel(nn.Module):
         self.config.latent_mean, self.config.latent_std = mean, std
         self.latent_mean.copy_(torch.tensor(mean).view(C, 1, 1))
         self.latent_std.copy_(torch.tensor(std).view(C, 1, 1))
+
+    def set_state_stats(self, mean, std) -> None:
+        """Set the per-variable state mean/std (config and buffers stay in sync)."""
+        mean = [float(x) for x in torch.as_tensor(mean).flatten().tolist()]
+        std = [float(x) for x in torch.as_tensor(std).flatten().tolist()]
+        self.config.state_mean, self.config.state_std = mean, std
+        _check_state(self.config)
+        self.state_mean.copy_(torch.tensor(mean))
+        self.state_std.copy_(torch.tensor(std))
+
+    def normalize_state(self, state: torch.Tensor) -> torch.Tensor:
+        """Game variables as recorded (..., S) -> what the dynamics sees and predicts."""
+        return (state.float() - self.state_mean) / self.state_std
+
+    def denormalize_state(self, state: torch.Tensor) -> torch.Tensor:
+        """The dynamics' state (..., S) -> game variables in their own units (HEALTH in points)."""
+        return state.float() * self.state_std + self.state_mean
 
     @property
     def device(self) -> torch.device:

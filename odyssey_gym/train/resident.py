@@ -51,6 +51,8 @@ class ResidentData:
         self.first = torch.as_tensor(np.asarray(flat.first, bool)).to(self.device)  # (N,)
         self.n = int(self.frames.shape[0])
         self.latents: torch.Tensor | None = None
+        self.state: torch.Tensor | None = None  # (N, S) normalised game variables, from set_state()
+        self.state_prev: torch.Tensor | None = None  # (N, S) the state frame i-1 ended in (zeros at a first frame)
         self.gpu_resident_frac = gpu_resident_frac
         self._starts: dict[int, torch.Tensor] = {}
         self.gen = torch.Generator(device=self.device)
@@ -72,6 +74,12 @@ class ResidentData:
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.latents = _to(z.to(dtype), self.device, self.gpu_resident_frac, "latents", self.log)
 
+    def set_state(self, state: torch.Tensor) -> None:
+        """state: (N, S) normalised game variables of every frame (the model's `normalize_state`)."""
+        self.state = state.float().to(self.device)
+        prev = torch.cat([torch.zeros_like(self.state[:1]), self.state[:-1]])
+        self.state_prev = prev.masked_fill(self.first[:, None], 0.0)
+
     def window_starts(self, T: int) -> torch.Tensor:
         if T not in self._starts:
             s = np.asarray(self.flat.window_starts(T), dtype=np.int64)
@@ -87,16 +95,20 @@ class ResidentData:
         return starts[pick][:, None] + torch.arange(T, device=self.device)[None, :]
 
     def windows(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Gather a window batch: z (B,T,C,h,w) float32, actions (B,T,A), rewards (B,T), terminated (B,T) bool."""
+        """Gather a window batch: z (B,T,C,h,w) float32, actions (B,T,A), rewards (B,T), terminated (B,T) bool;
+        with game state, state and state_prev (B,T,S)."""
         assert self.latents is not None, "set_latents() first"
         z = self.latents[idx.to(self.latents.device)].to(self.device, non_blocking=True).float()
-        return {
+        out = {
             "z": z,
             "actions": self.actions[idx],
             "rewards": self.rewards[idx],
             "terminated": self.terminated[idx],
             "first": self.first[idx],
         }
+        if self.state is not None:
+            out["state"], out["state_prev"] = self.state[idx], self.state_prev[idx]
+        return out
 
     def sample_windows(self, batch_size: int, T: int) -> dict[str, torch.Tensor]:
         return self.windows(self.sample_window_index(batch_size, T))

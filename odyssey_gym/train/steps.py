@@ -94,12 +94,45 @@ def load_pretrained_weights(model: torch.nn.Module, weights_dir: str) -> None:
         raise DataError(f"--init-from {weights_dir}: not a weights directory (no config.json)")
     src = cls.from_pretrained(weights_dir, device="cpu")
     sd = {k: v.float() if v.is_floating_point() else v for k, v in src.state_dict().items()}
+    grows_state = model.config.dynamics.state_dim > 0 and src.config.dynamics.state_dim == 0
+    if grows_state:  # weights without game state: the state layers start fresh (their input zero-initialised)
+        own = model.state_dict()
+        for k in HEAD_OUT:  # reward and termination rows come from the weights, the state rows stay as initialised
+            grown = own[k].clone()
+            grown[: sd[k].shape[0]] = sd[k]
+            sd[k] = grown
     missing, unexpected = model.load_state_dict(sd, strict=False)
+    if grows_state:
+        missing = [k for k in missing if not k.startswith("dynamics.state_mlp.")]
     if missing or unexpected:
         raise ValueError(f"--init-from {weights_dir}: weights do not match the configured model "
                          f"(missing {missing[:5]}..., unexpected {unexpected[:5]}...)")
     if src.config.latent_mean is not None:
         model.set_latent_stats(src.config.latent_mean, src.config.latent_std)
+    if src.config.state_variables and src.config.state_variables == model.config.state_variables:
+        model.set_state_stats(src.config.state_mean, src.config.state_std)
+
+
+HEAD_OUT = ("dynamics.heads.2.weight", "dynamics.heads.2.bias")  # the heads' output layer: reward, term, state
+
+
+def data_state(flat, names: list[str]) -> np.ndarray:
+    """(N, S) float32: the named game variables of every frame, in the model's order; the error names what the
+    data lacks."""
+    have = list(getattr(flat, "state_variables", ()) or ())
+    if flat.state is None or not have:
+        raise DataError(f"the model predicts game state {names}, but the data records none (record it with a "
+                        f"world that names state_variables; dataset format 2)")
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise DataError(f"the model predicts game state {names}, but the data records {have} (no {missing})")
+    return np.asarray(flat.state, np.float32)[:, [have.index(n) for n in names]]
+
+
+def state_stats(state: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-variable mean and std of the data's state; a variable that never changes gets std 1 (no scaling)."""
+    std = state.std(0)
+    return state.mean(0).astype(float).tolist(), np.where(std > 1e-6, std, 1.0).astype(float).tolist()
 
 
 def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
@@ -149,7 +182,9 @@ def set_latent_stats(model: torch.nn.Module, stats: dict[str, list[float]]) -> N
 
 def dyn_loss(dyn, b: dict[str, torch.Tensor], **kw):
     """The dynamics' training loss (its `objective`, with its context-noise augmentation) on a window batch.
-    kw: `loss_mask` / `context_z` from `unroll_context`."""
+    kw: `loss_mask` / `context_z` from `unroll_context`. A batch with game state trains the state head on it."""
+    if dyn.config.state_dim:
+        kw = {**kw, "state": b["state"], "state_prev": b["state_prev"]}
     return dyn.loss(b["z"], b["actions"], b["rewards"], b["terminated"], b.get("first"), **kw)
 
 
@@ -171,7 +206,8 @@ def unroll_context(dyn, b: dict[str, torch.Tensor], n_rows: int, unroll_len: int
     lo = T - 1 - unroll_len
     if dyn.config.objective == "teacher_forcing":
         for _ in range(depth):
-            gen = dyn.sample_teacher_forced(z[rows], b["actions"][rows], sigmas)
+            prev = b["state_prev"][rows] if "state_prev" in b else None
+            gen = dyn.sample_teacher_forced(z[rows], b["actions"][rows], sigmas, state_prev=prev)
             z[rows, lo:T - 1] = gen[:, lo:T - 1].to(z.dtype)
         return {"context_z": z}
     for p in range(lo, T - 1):

@@ -419,6 +419,9 @@ def dyn_phase(s: Setup, run: RunState) -> Phase:
         dcfg = run.model.config.dynamics
         if dcfg.objective != "teacher_forcing":
             raise TrainingError(f"train.rollout_rows needs the teacher_forcing objective, the model has {dcfg.objective!r}")
+        if dcfg.state_dim:
+            raise TrainingError("train.rollout_rows does not carry game state yet: set it to 0 for a model with "
+                                "state_variables")
         bank = RolloutBank(s.data, tc.rollout_rows, tc.dyn_window, dcfg.context_frames, tc.rollout_max_age,
                            tc.rollout_advance, seed=tc.seed * 1000 + 17 + s.info.rank)
         batch_fn = functools.partial(dyn_batch, bank=bank, dyn=run.model.dynamics,
@@ -653,9 +656,24 @@ def encode_latents(s: Setup, run: RunState) -> None:
     steps.set_latent_stats(ema, run.latent_stats)
     s.data.set_latents(steps.normalize(z, run.latent_stats))
     del z
+    if model.config.dynamics.state_dim:
+        attach_state(s, run)
     stats = run.latent_stats
     s.log(f"encoded {s.data.n} frames to latents {tuple(s.data.latents.shape[1:])} in {time.monotonic() - t0:.1f}s "
           f"(mean {np.mean(stats['mean']):.3f}, std {np.mean(stats['std']):.3f}); latents on {s.data.latents.device}")
+
+
+def attach_state(s: Setup, run: RunState) -> None:
+    """The data's game state, normalised by the model's stats (the data's own when the model has none yet)."""
+    names = list(run.model.config.state_variables)
+    state = steps.data_state(s.flat, names)
+    if run.model.config.state_mean is None:
+        mean, std = steps.state_stats(state)
+        for m in (run.model, run.ema):
+            m.set_state_stats(mean, std)
+    s.data.set_state(run.model.normalize_state(torch.as_tensor(state).to(run.model.state_mean.device)))
+    s.log(f"game state {names}: mean {np.round(run.model.config.state_mean, 3).tolist()}, "
+          f"std {np.round(run.model.config.state_std, 3).tolist()}")
 
 
 def save_checkpoint(s: Setup, run: RunState, ph: Phase | None = None) -> None:
