@@ -343,3 +343,65 @@ def test_fresh_renoise_changes_later_passes_only():
         Sampler(m, batch_size=2, device="cpu", renoise="ancestral")
     with pytest.raises(ValueError, match="renoise"):
         tiny_model(renoise="ancestral")
+
+
+def state_model(seed=0) -> WorldModel:
+    m = tiny_model(seed, state_variables=["HEALTH", "ARMOR"], context_noise=0.1)
+    m.set_state_stats([50.0, 10.0], [20.0, 5.0])
+    with torch.no_grad():
+        m.dynamics.state_mlp[-1].weight.normal_(0, 0.05)  # zero-initialised: give the state a visible effect
+        m.dynamics.heads[-1].weight.normal_(0, 0.3)
+    return m.eval()
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_cached_sampler_carries_the_game_state_as_the_reference_does(given):
+    """With game state, each new frame is conditioned on the state the last one ended in and the clean pass's
+    head gives the next; the cached sampler and the cache-free reference agree across ring wraps, from a given
+    context state or from the model's own reading of the context."""
+    m = state_model()
+    K = m.config.context_frames
+    frames, ctx_a, acts = data(2, 2, 2 * K + 1)
+    state = torch.tensor([[[100.0, 0.0], [95.0, 0.0]], [[30.0, 20.0], [20.0, 20.0]]]) if given else None
+    seeds = torch.tensor([3, 4])
+    s = Sampler(m, batch_size=2, device="cpu", sampling_steps=2)
+    s.reset(frames, ctx_a, seeds=seeds, state=state)
+    if given:
+        torch.testing.assert_close(s.game_state(), state[:, -1])
+    got, states = {"frames": [], "reward": [], "terminated": [], "latents": []}, []
+    for n in range(acts.shape[1]):
+        f, r, t = s.step(acts[:, n])
+        for key, v in zip(("frames", "reward", "terminated", "latents"), (f, r, t, s.last_latent.clone())):
+            got[key].append(v)
+        states.append(s.game_state())
+    got = {k: torch.stack(v, 1) for k, v in got.items()}
+    ref = rollout_reference(m, frames, ctx_a, acts, seeds, sampling_steps=2, state=state)
+    assert_match(got, ref)
+    torch.testing.assert_close(torch.stack(states, 1), ref["state"], rtol=1e-4, atol=1e-3)
+    # the state matters: another context state, other frames
+    if given:
+        s.reset(frames, ctx_a, seeds=seeds, state=state + 40.0)
+        other = s.step(acts[:, 0])[0]
+        assert (other.int() - got["frames"][:, 0].int()).abs().max() > 0
+
+
+def test_terminal_state_ends_an_episode_where_the_modelled_variable_falls_to_it():
+    m = state_model()
+    with torch.no_grad():  # a termination head that never fires by itself
+        m.dynamics.heads[-1].weight[1].zero_()
+        m.dynamics.heads[-1].bias[1] = -5.0
+    frames, ctx_a, acts = data(2, 2, 1)
+    s = Sampler(m, batch_size=2, device="cpu", terminal_state=("HEALTH", 1e9))  # every frame is below it
+    s.reset(frames, ctx_a)
+    assert s.step(acts[:, 0])[2].all()
+    s = Sampler(m, batch_size=2, device="cpu", terminal_state=("HEALTH", -1e9))
+    s.reset(frames, ctx_a)
+    assert not s.step(acts[:, 0])[2].any()  # above it: the head alone decides, and it does not fire
+    with pytest.raises(ValueError, match="does not predict"):
+        Sampler(m, batch_size=2, device="cpu", terminal_state=("POSITION_X", 0.0))
+    with pytest.raises(ValueError, match=r"state must be \(2, 2, 2\)"):
+        s.reset(frames, ctx_a, state=torch.zeros(2, 2, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        s.reset(frames, ctx_a, state=torch.full((2, 2, 2), float("nan")))
+    with pytest.raises(ValueError, match="no game state"):
+        Sampler(tiny_model(), batch_size=2, device="cpu").reset(frames, ctx_a, state=torch.zeros(2, 2, 1))

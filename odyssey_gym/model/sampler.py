@@ -24,6 +24,7 @@ import warnings
 import torch
 
 from .autoencoder import tensor_to_frames
+from .dynamics import previous_state
 from .world_model import RENOISE, WorldModel
 
 CLEAN_PASS = 255  # noise stream of the clean (context-writing) pass; denoising pass i uses stream i
@@ -131,7 +132,8 @@ class Sampler:
     def __init__(self, model: WorldModel, batch_size: int, device=None, dtype: torch.dtype | None = None,
                  sampling_steps: int | None = None, context_noise: float | None = None, renoise: str | None = None,
                  compile: bool = False, cuda_graph: bool = False, seed: int = 0, termination: str = "threshold",
-                 prefill_rows: int | None = None, compile_decoder: bool = False):
+                 prefill_rows: int | None = None, compile_decoder: bool = False,
+                 terminal_state: tuple[str, float] | None = None):
         device = torch.device(device) if device is not None else model.device
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, self.model.dtype
@@ -174,6 +176,11 @@ class Sampler:
         self.seeds = torch.zeros(B, dtype=torch.int64, device=dev)
         self.last_latent = torch.zeros(B, *self.latent_shape, device=dev, dtype=self.dtype)
         self.nonfinite = torch.zeros(B, dtype=torch.bool, device=dev)
+        # game state (models with state_variables): the state the newest frame ended in, normalised; the next
+        # frame is conditioned on it and the clean pass's state head replaces it
+        self.S = int(d.state_dim)
+        self.state = torch.zeros(B, self.S, device=dev, dtype=self.dtype)
+        self._terminal = self._terminal_rule(terminal_state)
         self._slots = torch.arange(R, device=dev)
         self._sig = [torch.full((B,), s, device=dev) for s in self.sigmas]
         self._sig_ctx = torch.full((B,), self.context_noise, device=dev)
@@ -195,23 +202,40 @@ class Sampler:
             self.mode = "cuda_graph+compiled_decoder"
         self.fallback_error: str | None = None  # why a configured graph/compile mode fell back to eager
 
+    def _terminal_rule(self, rule) -> tuple[int, float] | None:
+        """(variable, threshold): an episode ends where the modelled variable falls to the threshold or below
+        (take_cover: HEALTH <= 0); None: the termination head alone decides."""
+        if rule is None:
+            return None
+        names = list(self.model.config.state_variables or [])
+        var, threshold = rule
+        if var not in names:
+            raise ValueError(f"terminal_state names {var!r}, which this model does not predict (its state: {names})")
+        return names.index(var), float(threshold)
+
+    def game_state(self) -> torch.Tensor:
+        """(B, S) float32: the game variables the newest frames ended in, in their own units (a fresh tensor)."""
+        return self.model.denormalize_state(self.state)
+
     # -- state
 
     def _state(self) -> list[torch.Tensor]:
         return [self.k_cache, self.v_cache, self.ptr, self.valid, self.frame_idx, self.seeds, self.last_latent,
-                self.nonfinite]
+                self.nonfinite, self.state]
 
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._state())
 
     @torch.no_grad()
-    def reset(self, frames, actions, mask=None, seeds=None) -> None:
+    def reset(self, frames, actions, mask=None, seeds=None, state=None) -> None:
         """Start envs from real context frames. Rows where mask is False keep their state untouched.
 
         frames: uint8 (B, k, H, W, 3) with 1 <= k <= K (torch or numpy); actions: (B, k, A) float, the action
         that led INTO each context frame; mask: (B,) bool (None: all); seeds: (B,) int (None: drawn from
         the sampler's host generator). The context of the rows being reset is encoded and run through one
-        clean pass, `prefill_rows` rows at a time; the other rows are not computed at all.
+        clean pass, `prefill_rows` rows at a time; the other rows are not computed at all. state: (B, k, S) the
+        game variables each context frame ended in (models with state; None: each context frame is conditioned on
+        no state, and the model's reading of the last one starts the rollout).
         """
         B, K, dev = self.B, self.K, self.device
         frames = torch.as_tensor(frames).to(dev)
@@ -224,6 +248,14 @@ class Sampler:
         if tuple(actions.shape) != (B, k, self.A):
             raise ValueError(f"actions must be ({B}, {k}, {self.A}), got {tuple(actions.shape)}")
         mask = torch.ones(B, dtype=torch.bool, device=dev) if mask is None else torch.as_tensor(mask).to(dev, torch.bool)
+        if state is not None:
+            state = torch.as_tensor(state).to(dev)
+            if not self.S or tuple(state.shape) != (B, k, self.S):
+                raise ValueError(f"state must be ({B}, {k}, {self.S}) for this model, got {tuple(state.shape)}"
+                                 if self.S else "state given, but this model has no game state")
+            if not torch.isfinite(state).all():
+                raise ValueError("state holds NaN or inf")
+            state = self.model.normalize_state(state).to(self.dtype)
         if seeds is None:
             seeds = torch.randint(0, 2**62, (B,), generator=self.generator)
         seeds = torch.as_tensor(seeds).to(dev, torch.int64).reshape(B)
@@ -241,7 +273,10 @@ class Sampler:
                 eps = hash_noise(seeds[rows].repeat_interleave(k), j.repeat(b), CLEAN_PASS, self.latent_shape)
                 z = z + self.context_noise * eps.view(b, k, *self.latent_shape).to(z.dtype)
             sigma = torch.full((b, k), self.context_noise, device=dev)
-            *_, kvs = self.model.dynamics(z, sigma, actions[rows], return_kv=True)
+            prev = None if state is None else previous_state(state[rows])
+            *out, kvs = self.model.dynamics(z, sigma, actions[rows], return_kv=True, state_prev=prev)
+            if self.S:
+                self.state[rows] = (out[3][:, -1] if state is None else state[rows, -1]).to(self.dtype)
             for layer in range(self.L):  # in place, a layer at a time: no cache-sized temporaries
                 for cache, part in zip((self.k_cache, self.v_cache), kvs[layer]):
                     cache[layer, rows, :, :kP] = part
@@ -329,6 +364,7 @@ class Sampler:
         key_valid = (ages <= self.valid[:, None]).repeat_interleave(P, dim=1)  # (B, R*P)
         caches = list(zip(self.k_cache.unbind(0), self.v_cache.unbind(0)))
         pos = self.frame_idx
+        state_prev = self.state if self.S else None
 
         # denoise the new frame: Euler steps of x0 prediction from sigma_max
         sig = self.sigmas
@@ -338,7 +374,7 @@ class Sampler:
         x = x.to(self.dtype)
         z0 = x
         for i in range(len(sig) - 1):
-            z0 = dyn.forward_cached(x, self._sig[i], actions, pos, caches, self.ptr, key_valid)[0]
+            z0 = dyn.forward_cached(x, self._sig[i], actions, pos, caches, self.ptr, key_valid, state_prev)[0]
             fresh = (hash_noise(self.seeds, self.frame_idx, i + 1, self.latent_shape)
                      if self._fresh and sig[i + 1] > 0 else None)  # the last pass needs no noise
             x = next_pass_input(z0, x, sig[i], sig[i + 1], fresh)
@@ -348,12 +384,15 @@ class Sampler:
         if self.context_noise > 0:
             eps = hash_noise(self.seeds, self.frame_idx, CLEAN_PASS, self.latent_shape)
             clean = z0 + (self.context_noise * eps).to(self.dtype)
-        _, reward, term_logit, _ = dyn.forward_cached(clean, self._sig_ctx, actions, pos, caches, self.ptr, key_valid)
+        _, reward, term_logit, state = dyn.forward_cached(clean, self._sig_ctx, actions, pos, caches, self.ptr,
+                                                          key_valid, state_prev)
         self.ptr.copy_((self.ptr + 1) % R)
         self.valid.copy_((self.valid + 1).clamp_max(self.K))
         self.frame_idx.add_(1)
         self.last_latent.copy_(z0)
         self.nonfinite.copy_(~torch.isfinite(z0).flatten(1).all(1))
+        if self.S:
+            self.state.copy_(state)
 
         frames = tensor_to_frames(self._decode(z0))
         if self.termination == "sample":
@@ -361,6 +400,9 @@ class Sampler:
             term = u < torch.sigmoid(term_logit.float() - self._term_offset)
         else:
             term = term_logit > 0
+        if self._terminal is not None:  # the modelled cause: e.g. HEALTH <= 0 in take_cover
+            i, threshold = self._terminal
+            term = term | (self.model.denormalize_state(state)[:, i] <= threshold)
         return frames, reward.float(), term
 
 
@@ -369,12 +411,14 @@ class Sampler:
 
 @torch.no_grad()
 def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds, sampling_steps: int | None = None,
-                      context_noise: float | None = None, renoise: str | None = None) -> dict[str, torch.Tensor]:
+                      context_noise: float | None = None, renoise: str | None = None,
+                      state=None) -> dict[str, torch.Tensor]:
     """The sampler's semantics without a cache: every pass recomputes the whole history since reset with
     the frame-causal sliding-window mask (window K), so each frame sees exactly what it saw in the cache.
 
     frames uint8 (B, k, H, W, 3), context_actions (B, k, A), actions (B, N, A), seeds (B,) int.
-    Returns frames uint8 (B, N, H, W, 3), reward (B, N), terminated (B, N) bool, latents (B, N, C, h, w).
+    state (B, k, S): the context's game variables (models with state). Returns frames uint8 (B, N, H, W, 3),
+    reward (B, N), terminated (B, N) bool, latents (B, N, C, h, w), and state (B, N, S) in the variables' units.
     Cost grows with N^2: for tests and debugging only.
     """
     cfg = model.config
@@ -399,11 +443,19 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
     z_ctx = model.encode_frames(frames)
     hist = torch.stack([ctx_input(z_ctx[:, j], j) for j in range(k)], dim=1)
     prev = hist[:, -1]  # the sampler's last_latent after reset
-    out_z, out_r, out_t = [], [], []
+    S = cfg.dynamics.state_dim
+    if state is not None:
+        hist_sp = previous_state(model.normalize_state(torch.as_tensor(state).to(dev)).to(dt))
+        cur = model.normalize_state(torch.as_tensor(state).to(dev))[:, -1].to(dt)
+    else:
+        hist_sp = torch.zeros(B, k, S, device=dev, dtype=dt)
+        cur = dyn(hist, torch.full((B, k), cn, device=dev), hist_a, state_prev=hist_sp if S else None)[3][:, -1]
+    out_z, out_r, out_t, out_s = [], [], [], []
     for n in range(actions.shape[1]):
         fi = k + n
         T = hist.shape[1]
         acts = torch.cat([hist_a, actions[:, n : n + 1]], dim=1)
+        sp = torch.cat([hist_sp, cur[:, None].to(dt)], dim=1) if S else None
         s_ctx = torch.full((B, T), cn, device=dev)
         x = sig[0] * hash_noise(seeds, torch.full((B,), fi, device=dev), 0, shape)
         if cfg.dynamics.start_from == "previous":
@@ -412,14 +464,17 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
         z0 = x
         for i in range(len(sig) - 1):
             s = torch.cat([s_ctx, torch.full((B, 1), sig[i], device=dev)], dim=1)
-            z0 = dyn(torch.cat([hist, x[:, None]], dim=1), s, acts)[0][:, -1]
+            z0 = dyn(torch.cat([hist, x[:, None]], dim=1), s, acts, state_prev=sp)[0][:, -1]
             fresh = (hash_noise(seeds, torch.full((B,), fi, device=dev), i + 1, shape)
                      if fresh_noise and sig[i + 1] > 0 else None)
             x = next_pass_input(z0, x, sig[i], sig[i + 1], fresh)
         clean = ctx_input(z0, fi)
         s = torch.cat([s_ctx, torch.full((B, 1), cn, device=dev)], dim=1)
-        _, r, t, _ = dyn(torch.cat([hist, clean[:, None]], dim=1), s, acts)
+        _, r, t, st = dyn(torch.cat([hist, clean[:, None]], dim=1), s, acts, state_prev=sp)
         hist = torch.cat([hist, clean[:, None]], dim=1)
+        if S:
+            hist_sp, cur = sp, st[:, -1]
+            out_s.append(model.denormalize_state(cur))
         hist_a = acts
         prev = z0
         out_z.append(z0)
@@ -427,4 +482,5 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
         out_t.append(t[:, -1] > 0)
     z = torch.stack(out_z, dim=1)
     return {"frames": tensor_to_frames(model.decode_latents(z)), "reward": torch.stack(out_r, 1).float(),
-            "terminated": torch.stack(out_t, 1), "latents": z}
+            "terminated": torch.stack(out_t, 1), "latents": z,
+            "state": torch.stack(out_s, 1) if S else torch.zeros(B, len(out_z), 0, device=dev)}
