@@ -363,3 +363,51 @@ def test_start_index_is_one_hash_for_ints_numpy_and_torch_and_uses_the_whole_see
     high = seeds + (1 << 40)  # the same low 32 bits: a seed's high half must change its start too
     assert (start_index(high, counts, 97) != as_np).mean() > 0.9
     assert (seed_key(torch.from_numpy(high)).numpy() != seed_key(seeds)).all()
+
+
+def test_a_model_with_game_state_reports_it_takes_it_at_reset_and_ends_episodes_by_it(tmp_path):
+    """info["state"] holds the modelled game variables after reset and every step; reset(options={"state"})
+    starts from given ones; take_cover's episodes end where the modelled HEALTH falls to 0."""
+    import gymnasium as gym
+
+    from tiny_weights import make_tiny_weights
+    from odyssey_gym.envs.vector_env import WorldModelVectorEnv
+
+    alive = make_tiny_weights("doom-takecover", tmp_path / "alive", state=100.0)
+    env = WorldModelVectorEnv("doom-takecover", num_envs=3, device="cpu", weights=alive)
+    assert env.state_names == ("HEALTH",)
+    _, info = env.reset(seed=0)
+    assert info["state"].shape == (3, 1)
+    ctx = np.zeros((3, 4, 64, 64, 3), np.uint8)
+    given = np.array([[[100.0], [90], [80], [70]]] * 3, np.float32)
+    _, info = env.reset(options={"context": ctx, "actions": np.zeros((3, 4), np.int64), "state": given})
+    np.testing.assert_allclose(info["state"], given[:, -1], rtol=1e-5)
+    _, _, term, _, info = env.step(np.zeros(3, np.int64))
+    np.testing.assert_allclose(info["state"], 100.0, rtol=1e-4)  # the head's reading of the new frame
+    assert not term.any()
+    for bad, match in (({"state": given}, "without options\\['context'\\]"),
+                       ({"context": ctx, "state": given[:, :, :0]}, "must be \\(N, 4, 1\\)"),
+                       ({"context": ctx, "state": np.full_like(given, np.nan)}, "NaN")):
+        with pytest.raises(ValueError, match=match):
+            env.reset(options=bad)
+    env.close()
+
+    dying = make_tiny_weights("doom-takecover", tmp_path / "dying", state=-5.0)
+    env = WorldModelVectorEnv("doom-takecover", num_envs=2, device="cpu", weights=dying)
+    env.reset(seed=0)
+    _, _, term, _, info = env.step(np.zeros(2, np.int64))
+    assert term.all() and (info["state"] <= 0).all()  # HEALTH <= 0: take_cover's death, modelled
+    env.close()
+
+    one = gym.make("odyssey_gym/DoomTakeCover-v0", device="cpu", weights=str(alive))
+    _, info = one.reset(seed=1, options={"context": ctx[0], "state": given[0]})
+    np.testing.assert_allclose(info["state"], [70.0], rtol=1e-5)
+    assert one.step(0)[4]["state"].shape == (1,)
+    one.close()
+
+    plain = WorldModelVectorEnv("doom-takecover", num_envs=1, device="cpu",
+                                weights=make_tiny_weights("doom-takecover", tmp_path / "plain"))
+    assert "state" not in plain.reset(seed=0)[1] and plain.state_names == ()
+    with pytest.raises(ValueError, match="no game state"):
+        plain.reset(options={"context": ctx[:1], "state": given[:1]})
+    plain.close()

@@ -33,12 +33,14 @@ def synthetic_start_bank(world: str | WorldSpec, n: int, context_length: int, se
 
 
 def make_tiny_weights(world: str | WorldSpec, out_dir: str | Path, n_starts: int = 4, seed: int = 0,
-                      never_terminate: bool = True):
+                      never_terminate: bool = True, state: float | None = None):
     """Build `WorldModelConfig.tiny` with random init, save it to `out_dir` with a start bank; returns the dir.
 
     never_terminate: zero the termination head's logit row and give it a large negative bias, so
     episodes end only by truncation (a random head would end them at random; tests force terminations
     explicitly where they need them).
+    state: a model of the world's game variables whose head always predicts this value for each of them (None:
+    no game state).
     """
     import torch
 
@@ -46,8 +48,15 @@ def make_tiny_weights(world: str | WorldSpec, out_dir: str | Path, n_starts: int
 
     spec = get_world(world)
     torch.manual_seed(seed)
-    cfg = WorldModelConfig.tiny(spec.frame_size, spec.action_dim, spec.name)
+    extra = {} if state is None else {"state_variables": list(spec.state_variables)}
+    cfg = WorldModelConfig.tiny(spec.frame_size, spec.action_dim, spec.name, **extra)
     model = WorldModel(cfg)
+    if state is not None:
+        S = len(spec.state_variables)
+        model.set_state_stats([50.0] * S, [25.0] * S)
+        with torch.no_grad():
+            model.dynamics.heads[-1].weight[2:].zero_()
+            model.dynamics.heads[-1].bias[2:] = (float(state) - 50.0) / 25.0
     if never_terminate:
         head = model.dynamics.heads[-1]
         with torch.no_grad():

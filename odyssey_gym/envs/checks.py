@@ -13,7 +13,7 @@ import numpy as np
 from gymnasium.error import ResetNeeded as _GymResetNeeded
 
 SEED_MAX = 2**63 - 1  # env i's seed (seed + i) lives in an int64 tensor
-RESET_OPTIONS = ("context", "actions", "reset_mask")
+RESET_OPTIONS = ("context", "actions", "state", "reset_mask")
 MAX_NUM_ENVS = 1 << 16  # far past what one GPU holds (1,024 is the goal); a typo of 10**12 must not allocate
 MAX_SAMPLING_STEPS = 1000  # the shipped models take 1-2; a sigma schedule longer than this is a typo
 
@@ -104,8 +104,9 @@ def check_reset_options(options: Any) -> dict:
     unknown = sorted(str(k) for k in options if k not in RESET_OPTIONS)
     if unknown:
         raise ValueError(f"unknown reset option(s) {unknown}; known: {list(RESET_OPTIONS)}")
-    if "actions" in options and "context" not in options:
-        raise ValueError("options['actions'] given without options['context']")
+    for key in ("actions", "state"):
+        if key in options and "context" not in options:
+            raise ValueError(f"options[{key!r}] given without options['context']")
     return dict(options)
 
 

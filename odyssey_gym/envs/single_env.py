@@ -87,18 +87,25 @@ class WorldModelEnv(Env):
             if "actions" in options and options["actions"] is not None:
                 act = np.asarray(options["actions"])
                 options["actions"] = act[None]
+            if options.get("state") is not None:
+                options["state"] = np.asarray(options["state"], np.float32)[None]
         obs, info = self.vector_env.reset(seed=seed, options=options or None)
         self._last_obs = obs[0]
-        return obs[0], {k: v for k, v in info.items()}
+        return obs[0], self._one_info(info)
+
+    @staticmethod
+    def _one_info(info: dict) -> dict:
+        """The vector env's info for env 0: its game state as (S,) (models with state)."""
+        return {"state": np.asarray(info["state"])[0]} if "state" in info else {}
 
     def step(self, action):
         a = np.asarray(action)
         expected = self.world.action_shape
         if a.shape != expected:
             raise ValueError(f"expected an action of shape {expected} in {self.action_space}, got shape {a.shape}: {action!r}")
-        obs, rew, term, trunc, _ = self.vector_env.step(a[None])
+        obs, rew, term, trunc, info = self.vector_env.step(a[None])
         self._last_obs = obs[0]
-        return obs[0], float(rew[0]), bool(term[0]), bool(trunc[0]), {}
+        return obs[0], float(rew[0]), bool(term[0]), bool(trunc[0]), self._one_info(info)
 
     def render(self):
         if self.render_mode is None:

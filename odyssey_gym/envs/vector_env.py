@@ -215,6 +215,9 @@ class WorldModelVectorEnv(VectorEnv):
             # True: torch.compile + CUDA graph; "graph": the eager step in a CUDA graph; "decoder": that, decoder compiled
             gkw["compile" if compile is True else "cuda_graph"] = True
             gkw["compile_decoder"] = compile == "decoder"
+        rule = spec.terminal_state
+        if rule is not None and rule[0] in (self.model.config.state_variables or ()):
+            skw["terminal_state"] = rule  # the modelled cause of the episode's end
         sampler = Sampler(self.model, batch_size=self.num_envs, device=self.device, dtype=dtype, **skw, **gkw)
         # capture now, on the all-zero state: the first reset() overwrites every row. A failed capture or compile
         # makes the sampler fall back to eager by itself (see `step_mode`, `graph_error`).
@@ -352,7 +355,8 @@ class WorldModelVectorEnv(VectorEnv):
         return self._bank_frames[idx], self._bank_actions[idx]
 
     def _context_from_options(self, options: dict, mask_np: np.ndarray):
-        """User-given contexts -> (frames (B,K,H,W,3) uint8, actions (B,K,A) float32) device tensors."""
+        """User-given contexts -> (frames (B,K,H,W,3) uint8, actions (B,K,A) float32, state (B,K,S) float32 or
+        None) device tensors."""
         spec, B = self.world, self.num_envs
         frames = options["context"]
         frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
@@ -398,11 +402,42 @@ class WorldModelVectorEnv(VectorEnv):
             full_f[:], full_a[:] = frames, act
         else:
             full_f[mask_np], full_a[mask_np] = frames, act
-        return (torch.from_numpy(full_f).to(self.device), torch.from_numpy(full_a).to(self.device))
+        state = self._state_from_options(options, frames.shape[0], K, mask_np)
+        return (torch.from_numpy(full_f).to(self.device), torch.from_numpy(full_a).to(self.device),
+                None if state is None else torch.from_numpy(state).to(self.device))
 
-    def _sampler_reset(self, frames, actions, mask: torch.Tensor):
+    def _state_from_options(self, options: dict, n: int, K: int, mask_np: np.ndarray) -> np.ndarray | None:
+        """options['state']: the game variables each context frame ended in, (N, K, S) or (K, S), in the model's
+        `state_names` order -> (B, K, S) float32, or None when not given."""
+        if "state" not in options:
+            return None
+        names = self.state_names
+        if not names:
+            raise ValueError(f"options['state'] given, but the {self.world.name!r} world model has no game state")
+        st = options["state"]
+        st = st.cpu().numpy() if isinstance(st, torch.Tensor) else np.asarray(st, dtype=np.float32)
+        if st.ndim == 2:
+            st = np.broadcast_to(st[None], (n, *st.shape))
+        if st.shape != (n, K, len(names)):
+            raise ValueError(f"options['state'] must be (N, {K}, {len(names)}) values of {list(names)} (one row per "
+                             f"context frame), got {st.shape}")
+        if not np.isfinite(st).all():
+            raise ValueError("options['state'] holds NaN or inf")
+        full = np.zeros((self.num_envs, K, len(names)), np.float32)
+        if n == self.num_envs:
+            full[:] = st
+        else:
+            full[mask_np] = st
+        return full
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The game variables the model predicts (`info["state"]` columns), e.g. ("HEALTH",); () for none."""
+        return tuple(self.model.config.state_variables or ())
+
+    def _sampler_reset(self, frames, actions, mask: torch.Tensor, state=None):
         seeds = (self._seeds * 1_000_003 + self._reset_count) & 0x7FFFFFFFFFFF
-        self.sampler.reset(frames, actions, mask, seeds=seeds)
+        self.sampler.reset(frames, actions, mask, seeds=seeds, state=state)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
@@ -443,21 +478,31 @@ class WorldModelVectorEnv(VectorEnv):
             self._seeds = torch.from_numpy(seeds).to(self.device)
             self._seeded = True
 
+        state = None
         if "context" in options:
-            frames, actions = self._context_from_options(options, mask_np)
+            frames, actions, state = self._context_from_options(options, mask_np)
             self._reset_count += mask.long()
         else:
             frames, actions = self._bank_context(mask)
         if frames.shape[1] > self.context_length:
             frames, actions = frames[:, -self.context_length:], actions[:, -self.context_length:]
-        self._sampler_reset(frames, actions, mask)
+            state = None if state is None else state[:, -self.context_length:]
+        self._sampler_reset(frames, actions, mask, state)
         self._obs = torch.where(mask[:, None, None, None], frames[:, -1], self._obs)
         self._steps = torch.where(mask, torch.zeros_like(self._steps), self._steps)
         self._prev_done = self._prev_done & ~mask
         self._nonfinite = self._nonfinite & ~mask
         self._host_prev_done = self._host_prev_done & ~mask_np
         self._has_reset = True
-        return self._out_obs(), {}
+        return self._out_obs(), self._state_info()
+
+    def _state_info(self, host: np.ndarray | None = None) -> dict:
+        """info["state"]: (num_envs, S) the game variables the newest frames ended in (models with state)."""
+        if not self.state_names:
+            return {}
+        if self.backend == "torch":
+            return {"state": self.sampler.game_state()}
+        return {"state": self._to_host(self.sampler.game_state())[0] if host is None else host}
 
     def _check_open(self, method: str) -> None:
         if getattr(self, "closed", False):
@@ -477,6 +522,7 @@ class WorldModelVectorEnv(VectorEnv):
         if self.backend == "torch":
             info = {} if final is None else {"final_obs": final[1].clone(), "_final_obs": final[0],
                                               "final_info": {}, "_final_info": final[0]}
+            info.update(self._state_info())
             # fresh tensors: the sampler may reuse static output buffers (CUDA graphs)
             return self._obs.clone(), reward.clone(), term.clone(), trunc, info
         return self._copy_out(reward, term, trunc, final)
@@ -560,6 +606,8 @@ class WorldModelVectorEnv(VectorEnv):
     def _copy_out(self, reward, term, trunc, final):
         """numpy backend: one host copy of everything, NaN check, and SAME_STEP's final observations."""
         extra = [] if final is None else [final[1]]
+        if self.state_names:  # in the same host copy
+            extra.append(self.sampler.game_state())
         obs, rew, te, tr, nonfinite, *rest = self._to_host(self._obs, reward, term, trunc, self._nonfinite, *extra)
         if nonfinite.any():
             raise NonFiniteOutputError(
@@ -567,6 +615,7 @@ class WorldModelVectorEnv(VectorEnv):
                 f"(world {self.world.name!r}); check the weights / use float32"
             )
         info: dict[str, Any] = {}
+        state_host = rest.pop() if self.state_names else None
         if final is not None:
             done = final[0]
             if done.any():
@@ -577,6 +626,7 @@ class WorldModelVectorEnv(VectorEnv):
             self._host_prev_done = np.zeros(self.num_envs, dtype=bool)
         else:
             self._host_prev_done = te | tr
+        info.update(self._state_info(state_host))
         return obs, rew.astype(np.float32), te, tr, info
 
     def _out_obs(self):

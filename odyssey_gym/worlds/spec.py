@@ -39,6 +39,9 @@ class WorldSpec:
     # game variables recorded beside every frame (vizdoom GameVariable names): the state a frame does not show,
     # such as the health a death follows from; datasets store them per frame as float32 (docs/DATASET.md)
     state_variables: tuple[str, ...] = ()
+    # (variable, threshold): the episode ends when this state variable falls to the threshold or below (take_cover
+    # ends at HEALTH <= 0); a world model that predicts the variable ends its episodes the same way
+    terminal_state: tuple[str, float] | None = None
 
     @property
     def fps(self) -> float:
