@@ -383,3 +383,26 @@ def test_random_actions_are_seeded_raw_actions_of_the_asked_shape():
     assert m.shape == (50, 4, 6) and set(np.unique(m)) == {0, 1}
     np.testing.assert_array_equal(m, random_actions(50, 4, 6, discrete=False, seed=2))
     assert not np.array_equal(m, random_actions(50, 4, 6, discrete=False, seed=3))
+
+
+def test_heads_of_a_model_with_game_state_start_from_the_recorded_state_and_score_it(tmp_path):
+    """With state, each window starts from the recorded state of its context, a modelled HEALTH <= 0 is a death
+    (the world's terminal_state), and the state after the step is scored against the recorded one."""
+    from tiny_weights import make_tiny_weights
+
+    from odyssey_gym.eval.fidelity import head_accuracy
+    from odyssey_gym.model import Sampler, WorldModel
+
+    n, L = 120, 20
+    ep = np.repeat(np.arange(n // L, dtype=np.int32), L)
+    first = np.r_[True, ep[1:] != ep[:-1]]
+    term = np.r_[ep[1:] != ep[:-1], True]
+    health = np.where(term, 0.0, 100.0).astype(np.float32)[:, None]
+    flat = FlatData(frames=np.zeros((n, 64, 64, 3), np.uint8), actions=np.zeros((n, 3), np.float32),
+                    rewards=np.zeros(n, np.float32), terminated=term, first=first, episode=ep,
+                    state=health, state_variables=("HEALTH",))
+    m = WorldModel.from_pretrained(make_tiny_weights("doom-takecover", tmp_path / "w", state=-5.0))
+    s = Sampler(m, batch_size=4, device="cpu", terminal_state=("HEALTH", 0.0))
+    out = head_accuracy(s, flat, 3, windows=16)
+    assert out["termination_recall"] == 1.0 and out["termination_false_positive_rate"] == 1.0  # always "dead"
+    assert set(out["state_mae"]) == {"HEALTH"} and out["state_mae"]["HEALTH"] > 0

@@ -100,7 +100,9 @@ def run(args) -> int:
     t0 = time.time()
     skw = {} if args.sampling_steps is None else {"sampling_steps": args.sampling_steps}
     horizons = [int(h) for h in args.horizons.split(",")]
-    sampler = Sampler(model, batch_size=args.windows, device=device, **skw)
+    rule = spec.terminal_state
+    term_kw = {"terminal_state": rule} if rule and rule[0] in (model.config.state_variables or ()) else {}
+    sampler = Sampler(model, batch_size=args.windows, device=device, **skw, **term_kw)
     def save_partial():  # a long run that is cut off still leaves every number measured so far
         (out / "report.json").write_text(json.dumps(report, indent=2))
 
@@ -437,7 +439,9 @@ def render_markdown(r: dict) -> str:
                   f"reward MAE {_fmt(hd['reward_mae'], 3)}, reward accuracy (|err|<0.5) {_fmt(hd['reward_accuracy'], 3)}, "
                   f"termination accuracy {_fmt(hd['termination_accuracy'], 3)}, recall {_fmt(hd['termination_recall'], 3)}, "
                   f"false-positive rate {_fmt(hd['termination_false_positive_rate'], 3)}, precision at the data's "
-                  f"death rate ({_fmt(hd.get('death_rate'), 4)}) {_fmt(hd.get('termination_precision'), 3)}.", ""]
+                  f"death rate ({_fmt(hd.get('death_rate'), 4)}) {_fmt(hd.get('termination_precision'), 3)}."
+                  + ("".join(f" Modelled {k} after the step: mean absolute error {_fmt(v, 2)}."
+                             for k, v in hd.get("state_mae", {}).items())), ""]
     lines += ["| batch | latency p50 (ms) | latency p99 (ms) | frames/s |", "|---|---|---|---|"]
     lines[-2] = "| batch | latency p50 (ms) | latency p99 (ms) | frames/s | mode |"
     lines[-1] = "|---|---|---|---|---|"

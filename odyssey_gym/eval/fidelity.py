@@ -121,7 +121,9 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
     """Reward and termination heads after one teacher-forced step, against the recorded signals.
 
     Half the windows end on a terminal frame (when the data has any), so termination recall is measured
-    on real deaths rather than on the rare ones a random draw would hit.
+    on real deaths rather than on the rare ones a random draw would hit. A model with game state starts from the
+    recorded state of the context (so a death by HEALTH <= 0 is the sampler's `terminal_state` rule seeing the
+    modelled HEALTH) and its state after the step is scored per variable (`state_mae`).
     """
     device = sampler.device
     rng = np.random.default_rng(seed)
@@ -135,7 +137,11 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
         [rng.choice(term_starts, n_term, replace=False) if n_term else np.zeros(0, np.int64),
          rng.choice(starts, windows - n_term, replace=len(starts) < windows - n_term)]
     )
-    preds_r, preds_t, true_r, true_t = [], [], [], []
+    names = list(getattr(getattr(getattr(sampler, "model", None), "config", None), "state_variables", None) or [])
+    have = list(getattr(flat, "state_variables", ()) or ())
+    with_state = bool(names) and flat.state is not None and all(n in have for n in names)
+    cols = [have.index(n) for n in names] if with_state else []
+    preds_r, preds_t, true_r, true_t, state_err = [], [], [], [], []
     bs = sampler.B
     mask = torch.ones(bs, dtype=torch.bool, device=device)
     for i in range(0, len(chosen), bs):
@@ -144,9 +150,13 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
             part = np.concatenate([part, np.repeat(part[:1], bs - len(part))])
         idx = part[:, None] + np.arange(context + 1)[None, :]
         frames, actions = _gather(flat, idx, device)
-        sampler.reset(frames[:, :context], actions[:, :context], mask)
+        state = torch.from_numpy(flat.state[idx][..., cols]).to(device) if with_state else None
+        kw = {} if state is None else {"state": state[:, :context]}
+        sampler.reset(frames[:, :context], actions[:, :context], mask, **kw)
         _, r, t = sampler.step(actions[:, context])
         take = min(bs, len(chosen) - i)
+        if with_state:
+            state_err.append((sampler.game_state()[:take] - state[:take, context].float()).abs().cpu())
         preds_r.append(r[:take].float().cpu())
         preds_t.append(t[:take].bool().cpu())
         true_r.append(torch.from_numpy(flat.rewards[idx[:take, context]]).float())
@@ -168,6 +178,7 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
         "termination_false_positive_rate": fpr,
         "death_rate": rate,
         "termination_precision": hits / (hits + false) if hits + false > 0 else float("nan"),
+        **({"state_mae": dict(zip(names, torch.cat(state_err).mean(0).tolist()))} if state_err else {}),
     }
 
 
