@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-per-address", type=int, default=4, metavar="N",
                    help="--web: players per remote address (default 4; loopback is not capped; 0: no cap)")
     p.add_argument("--jpeg-encoder", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="--web: where frames are JPEG-encoded: auto (default: in one batched GPU call where the env "
+                   help="--web: where frames are JPEG-encoded: auto (default: one batched encode on the GPU where the env "
                         "steps on CUDA), cpu (a thread pool) or cuda")
     p.add_argument("--allow-dummy", action="store_true", help="run even with SDL's dummy video driver (tests)")
 
