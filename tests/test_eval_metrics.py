@@ -323,7 +323,7 @@ def test_termination_precision_is_given_at_the_datas_death_rate():
                     rewards=np.zeros(n, np.float32), terminated=term, first=first, episode=ep)
 
     class Fixed:  # a sampler whose termination head always says `verdict`
-        B, device = 4, torch.device("cpu")
+        B, device, state_names = 4, torch.device("cpu"), ()
 
         def __init__(self, verdict):
             self.verdict = verdict

@@ -433,7 +433,7 @@ class WorldModelVectorEnv(VectorEnv):
     @property
     def state_names(self) -> tuple[str, ...]:
         """The game variables the model predicts (`info["state"]` columns), e.g. ("HEALTH",); () for none."""
-        return tuple(self.model.config.state_variables or ())
+        return self.sampler.state_names
 
     def _sampler_reset(self, frames, actions, mask: torch.Tensor, state=None):
         seeds = (self._seeds * 1_000_003 + self._reset_count) & 0x7FFFFFFFFFFF

@@ -137,7 +137,7 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
         [rng.choice(term_starts, n_term, replace=False) if n_term else np.zeros(0, np.int64),
          rng.choice(starts, windows - n_term, replace=len(starts) < windows - n_term)]
     )
-    names = list(getattr(getattr(getattr(sampler, "model", None), "config", None), "state_variables", None) or [])
+    names = list(sampler.state_names)
     have = list(getattr(flat, "state_variables", ()) or ())
     with_state = bool(names) and flat.state is not None and all(n in have for n in names)
     cols = [have.index(n) for n in names] if with_state else []

@@ -207,11 +207,16 @@ class Sampler:
         (take_cover: HEALTH <= 0); None: the termination head alone decides."""
         if rule is None:
             return None
-        names = list(self.model.config.state_variables or [])
+        names = list(self.state_names)
         var, threshold = rule
         if var not in names:
             raise ValueError(f"terminal_state names {var!r}, which this model does not predict (its state: {names})")
         return names.index(var), float(threshold)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The game variables the model predicts (`game_state()`'s columns); () for a model without state."""
+        return tuple(self.model.config.state_variables or ())
 
     def game_state(self) -> torch.Tensor:
         """(B, S) float32: the game variables the newest frames ended in, in their own units (a fresh tensor)."""
