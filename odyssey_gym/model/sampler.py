@@ -450,8 +450,8 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
     prev = hist[:, -1]  # the sampler's last_latent after reset
     S = cfg.dynamics.state_dim
     if state is not None:
-        hist_sp = previous_state(model.normalize_state(torch.as_tensor(state).to(dev)).to(dt))
-        cur = model.normalize_state(torch.as_tensor(state).to(dev))[:, -1].to(dt)
+        given = model.normalize_state(torch.as_tensor(state).to(dev)).to(dt)
+        hist_sp, cur = previous_state(given), given[:, -1]
     else:
         hist_sp = torch.zeros(B, k, S, device=dev, dtype=dt)
         cur = dyn(hist, torch.full((B, k), cn, device=dev), hist_a, state_prev=hist_sp if S else None)[3][:, -1]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..model.dynamics import previous_state
+
 
 def _fits(nbytes: int, device: torch.device, frac: float, already_there: bool = False) -> bool:
     """Whether `nbytes` may live on `device`: at most `frac` of its memory, and (unless the tensor is already
@@ -77,8 +79,7 @@ class ResidentData:
     def set_state(self, state: torch.Tensor) -> None:
         """state: (N, S) normalised game variables of every frame (the model's `normalize_state`)."""
         self.state = state.float().to(self.device)
-        prev = torch.cat([torch.zeros_like(self.state[:1]), self.state[:-1]])
-        self.state_prev = prev.masked_fill(self.first[:, None], 0.0)
+        self.state_prev = previous_state(self.state[None], self.first[None])[0]  # the whole data as one window
 
     def window_starts(self, T: int) -> torch.Tensor:
         if T not in self._starts:
