@@ -619,3 +619,24 @@ def test_a_model_with_game_state_trains_its_state_head_and_exports_the_stats(tmp
         from odyssey_gym.train.steps import data_state
 
         data_state(SimpleNamespace(state=None, state_variables=()), ["HEALTH"])
+
+
+def test_energy_target_loss_trains_through_the_unroll_and_game_state(tmp_path, dataset):
+    """`dynamics.target_loss: energy` runs the trainer end to end (the unroll on the model's own samples, a model
+    with game state), logs the two samples' spread, and the export keeps the setting."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from odyssey_gym.model import WorldModel
+
+    data = make_state_dataset(tmp_path / "state-data")
+    model = {"preset": "tiny", "state_variables": ["HEALTH"],
+             "dynamics": {"target_loss": "energy", "energy_lambda": 0.8, "start_from": "previous", "sigma_max": 1.0}}
+    cfg = write_config(tmp_path / "e.yaml", {**TINY, "model": model}, dyn_steps=12, unroll_start_frac=0.5)
+    out, exp = tmp_path / "run", tmp_path / "export"
+    assert run_inproc(cfg, data, out, "--export", exp) == 0
+    ea = EventAccumulator(str(out / "tb"))
+    ea.Reload()
+    spread = [e.value for e in ea.Scalars("dyn/spread")]
+    assert spread and all(s > 0 for s in spread), spread
+    m = WorldModel.from_pretrained(exp)
+    assert m.config.dynamics.target_loss == "energy" and m.config.dynamics.energy_lambda == 0.8

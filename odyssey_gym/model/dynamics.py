@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 
 OBJECTIVES = ("teacher_forcing", "diffusion_forcing")
+TARGET_LOSSES = ("mse", "energy")
 START_FROM = ("noise", "previous")
 ATTENTION = ("sdpa", "flex")
 
@@ -71,6 +72,14 @@ class DynamicsConfig:
     sigma_ctx_max: float = 0.3  # context-noise augmentation: context sigma ~ U(0, sigma_ctx_max)
     p_context_aug: float = 0.5  # teacher forcing: fraction of windows whose context frames are noised
     p_sigma_max: float = 0.0  # teacher forcing: fraction of target frames trained at exactly sigma_max (the first sampling pass)
+    # how a frame denoised from the sampler's start input (sigma >= sigma_max) is scored. "mse": regression to the
+    # mean of what may come next, so a one-step sampler outputs the average frame, which blurs wherever the future
+    # is uncertain, and long rollouts fade. "energy": the energy score (a strictly proper scoring rule) on two
+    # samples drawn from two start noises: its minimiser is the true distribution of the next frame, so the one
+    # step learns to *sample* a frame instead of averaging them (distributional diffusion, De Bortoli et al.
+    # 2025). Teacher forcing only; frames below sigma_max keep the MSE. Each step runs the window twice.
+    target_loss: str = "mse"
+    energy_lambda: float = 1.0  # weight of the spread between the two samples: 1 is the proper energy score, 0 an L2 regression
     # what the first sampling pass starts from: "noise" (sigma_max * noise) or "previous" (the previous frame's
     # latent + sigma_max * noise: the new frame starts as the last one, noised, so the first pass mostly has to
     # move what changed). Training feeds frames at sigma >= sigma_max exactly this input.
@@ -102,6 +111,13 @@ class DynamicsConfig:
             raise ValueError(f"start_from must be one of {START_FROM}, got {self.start_from!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.target_loss not in TARGET_LOSSES:
+            raise ValueError(f"target_loss must be one of {TARGET_LOSSES}, got {self.target_loss!r}")
+        if self.target_loss == "energy" and self.objective != "teacher_forcing":
+            raise ValueError("target_loss 'energy' needs objective 'teacher_forcing' (two samples of the same target "
+                             f"frame against the same clean context), got {self.objective!r}")
+        if not 0.0 <= float(self.energy_lambda) <= 1.0:
+            raise ValueError(f"energy_lambda must lie in [0, 1], got {self.energy_lambda!r}")
         if self.attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
         if self.attention == "flex" and self.dropout > 0:
@@ -134,6 +150,20 @@ def previous_state(state: torch.Tensor, first: torch.Tensor | None = None) -> to
     window's first frame and where `first` (B, T) marks an episode start (nothing came before it)."""
     prev = torch.cat([torch.zeros_like(state[:, :1]), state[:, :-1]], dim=1)
     return prev if first is None else prev.masked_fill(first.bool()[..., None], 0.0)
+
+
+def energy_score(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, lam: float = 1.0, eps: float = 1e-6):
+    """The energy score of two samples a, b (B, T, ...) of each frame against its true value, per frame (B, T),
+    and the samples' spread (their RMS distance).
+
+    E|X - y| - lam/2 |X - X'| with RMS distances: for lam = 1 it is strictly proper (lowest in expectation only
+    when the samples are drawn from the true distribution of y), so unlike the squared error it does not reward
+    the mean of several possible frames. `eps` keeps the gradient finite where a sample equals the target."""
+    def dist(x, y):
+        return ((x.float() - y.float()).pow(2).flatten(2).mean(-1) + eps).sqrt()
+
+    spread = dist(a, b)
+    return 0.5 * (dist(a, target) + dist(b, target)) - 0.5 * lam * spread, spread
 
 
 def karras_sigmas(steps: int, sigma_max: float, sigma_min: float, rho: float) -> list[float]:
@@ -624,7 +654,19 @@ class Dynamics(nn.Module):
             at_start = (sigma >= cfg.sigma_max)[..., None, None, None]
             base = torch.where(at_start, self.start_input(ctx).float(), z.float())
             z_noisy = (base + sigma[..., None, None, None] * noise).to(z.dtype)
-            z0, r, t, st = self.forward_teacher_forcing(z_ctx, s_ctx, z_noisy, sigma, actions, state_prev=state_prev)
+            if cfg.target_loss == "energy":
+                # a second sample of every start-pass frame from another start noise (the other frames repeat the
+                # first copy's input, and so its output): both copies in one batched forward
+                other = torch.randn(z.shape, device=dev, generator=generator, dtype=torch.float32)
+                z_other = (base + sigma[..., None, None, None] * torch.where(at_start, other, noise)).to(z.dtype)
+                two = lambda a: None if a is None else torch.cat([a, a])  # noqa: E731
+                z0, r, t, st = self.forward_teacher_forcing(two(z_ctx), two(s_ctx), torch.cat([z_noisy, z_other]),
+                                                            two(sigma), two(actions), state_prev=two(state_prev))
+                z0, z0_other = z0.chunk(2)
+                r, t, st = r[:B], t[:B], st[:B]
+            else:
+                z0, r, t, st = self.forward_teacher_forcing(z_ctx, s_ctx, z_noisy, sigma, actions,
+                                                            state_prev=state_prev)
             counted = counted.clone()
             counted[:, 0] = False  # nothing to condition on: the sampler never generates a frame without context
             is_target = counted
@@ -642,9 +684,19 @@ class Dynamics(nn.Module):
         w = (s**2 + cfg.sigma_data**2) / (s * cfg.sigma_data) ** 2
         err = (z0.float() - z.float()).pow(2).flatten(2).mean(-1)  # (B, T)
         cf = counted.float()
-        den = (w * err * cf).sum() / cf.sum().clamp_min(1)
+        per_frame = err
+        if cfg.target_loss == "energy":
+            score, spread = energy_score(z0, z0_other, z, cfg.energy_lambda)
+            scored = (sigma >= cfg.sigma_max) & counted
+            per_frame = torch.where(scored, score, err)
+            sf = scored.float()
+            n_scored = sf.sum().clamp_min(1)
+        den = (w * per_frame * cf).sum() / cf.sum().clamp_min(1)
         loss = den
         metrics = {"denoise": den.detach()}
+        if cfg.target_loss == "energy":
+            metrics["energy"] = ((score * sf).sum() / n_scored).detach()
+            metrics["spread"] = ((spread * sf).sum() / n_scored).detach()  # 0: the model ignores its start noise
         with torch.no_grad():
             tgt = is_target.float()
             metrics["mse_target"] = (err * tgt).sum() / tgt.sum().clamp_min(1)
