@@ -97,3 +97,33 @@ def test_one_step_sampler_trained_on_the_energy_score_draws_the_detail_the_squar
     assert abs(half_detail - 7**-0.5) < 0.08, half_detail
     # and both still centre on the room
     assert mse_bias < 0.15 and half_bias < 0.15, (mse_bias, half_bias)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flex"])
+def test_two_target_streams_are_each_what_one_stream_alone_gives(attention):
+    """The energy score's second sample is a second target stream against the one context stream: each stream's
+    prediction (and the heads, read from the context stream) must equal a window forward with that stream alone."""
+    cfg = toy_config("energy")
+    cfg.attention = attention
+    cfg.state_dim = 2
+    dyn = Dynamics(cfg).eval()
+    g = torch.Generator().manual_seed(3)
+    B = 2
+    z_ctx = torch.randn(B, T, C, H, H, generator=g)
+    s_ctx = torch.rand(B, T, generator=g) * 0.3
+    a_noisy, b_noisy = torch.randn(2, B, T, C, H, H, generator=g).unbind(0)
+    sig_a, sig_b = torch.rand(2, B, T, generator=g).unbind(0)
+    actions = torch.randn(B, T, 2, generator=g)
+    state_prev = torch.randn(B, T, 2, generator=g)
+    with torch.no_grad():
+        both, r, t, st = dyn.forward_teacher_forcing(z_ctx, s_ctx, torch.cat([a_noisy, b_noisy], 1),
+                                                     torch.cat([sig_a, sig_b], 1), actions, state_prev=state_prev)
+        alone_a, ra, ta, sta = dyn.forward_teacher_forcing(z_ctx, s_ctx, a_noisy, sig_a, actions, state_prev=state_prev)
+        alone_b = dyn.forward_teacher_forcing(z_ctx, s_ctx, b_noisy, sig_b, actions, state_prev=state_prev)[0]
+    assert both.shape == (B, 2 * T, C, H, H)
+    torch.testing.assert_close(both[:, :T], alone_a, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both[:, T:], alone_b, atol=1e-5, rtol=1e-5)
+    for x, y in ((r, ra), (t, ta), (st, sta)):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="whole windows"):
+        dyn.forward_teacher_forcing(z_ctx, s_ctx, a_noisy[:, :-1], sig_a[:, :-1], actions)

@@ -109,6 +109,9 @@ def test_flex_mask_mods_are_the_dense_masks(T, P, K):
 
     tf = create_mask(teacher_forcing_mask_mod(T, P, K), None, None, 2 * T * P, 2 * T * P, device="cpu")[0, 0]
     assert torch.equal(tf, teacher_forcing_mask(T, P, K))
+    n = 3 * T * P  # two target streams (the energy score's two samples) beside one context stream
+    tf2 = create_mask(teacher_forcing_mask_mod(T, P, K), None, None, n, n, device="cpu")[0, 0]
+    assert torch.equal(tf2, teacher_forcing_mask(T, P, K, streams=2))
     fc = create_mask(frame_causal_mask_mod(P, K), None, None, T * P, T * P, device="cpu")[0, 0]
     assert torch.equal(fc, frame_causal_mask(T, P, K))
 

@@ -77,7 +77,8 @@ class DynamicsConfig:
     # is uncertain, and long rollouts fade. "energy": the energy score (a strictly proper scoring rule) on two
     # samples drawn from two start noises: its minimiser is the true distribution of the next frame, so the one
     # step learns to *sample* a frame instead of averaging them (distributional diffusion, De Bortoli et al.
-    # 2025). Teacher forcing only; frames below sigma_max keep the MSE. Each step runs the window twice.
+    # 2025). Teacher forcing only; frames below sigma_max keep the MSE. The second sample is a second target
+    # stream against the same context stream: a step costs about 1.5x, not 2x.
     target_loss: str = "mse"
     energy_lambda: float = 1.0  # weight of the spread between the two samples: 1 is the proper energy score, 0 an L2 regression
     # what the first sampling pass starts from: "noise" (sigma_max * noise) or "previous" (the previous frame's
@@ -218,21 +219,24 @@ def frame_causal_mask(T: int, P: int, window: int, device=None) -> torch.Tensor:
     return (d >= 0) & (d <= window)
 
 
-def teacher_forcing_mask(T: int, P: int, window: int, device=None) -> torch.Tensor:
-    """(2*T*P, 2*T*P) bool for [context stream | target stream] tokens, True = may attend.
+def teacher_forcing_mask(T: int, P: int, window: int, device=None, streams: int = 1) -> torch.Tensor:
+    """((1+S)*T*P, (1+S)*T*P) bool for [context stream | S target streams] tokens, True = may attend.
 
-    Context frame i sees context frames i-window .. i (as the sampler's clean pass does); target frame i
-    sees context frames i-window .. i-1 and itself (as a frame being denoised sees the KV cache); the
-    context stream never sees the targets, so no target leaks into another frame's input.
+    Context frame i sees context frames i-window .. i (as the sampler's clean pass does); target frame i of each
+    target stream sees context frames i-window .. i-1 and itself (as a frame being denoised sees the KV cache);
+    the context stream never sees a target, and no target stream sees another, so several samples of the same
+    frames (`streams` > 1) share one context stream and each is what it would be alone.
     """
     f = torch.arange(T, device=device).repeat_interleave(P)
     d = f[:, None] - f[None, :]
     ctx_ctx = (d >= 0) & (d <= window)
     tgt_ctx = (d >= 1) & (d <= window)
     tgt_tgt = d == 0
-    top = torch.cat([ctx_ctx, torch.zeros_like(ctx_ctx)], dim=1)
-    bottom = torch.cat([tgt_ctx, tgt_tgt], dim=1)
-    return torch.cat([top, bottom], dim=0)
+    none = torch.zeros_like(ctx_ctx)
+    rows = [torch.cat([ctx_ctx] + [none] * streams, dim=1)]
+    for s in range(streams):
+        rows.append(torch.cat([tgt_ctx] + [tgt_tgt if j == s else none for j in range(streams)], dim=1))
+    return torch.cat(rows, dim=0)
 
 
 def frame_causal_mask_mod(P: int, window: int):
@@ -246,15 +250,15 @@ def frame_causal_mask_mod(P: int, window: int):
 
 
 def teacher_forcing_mask_mod(T: int, P: int, window: int):
-    """`teacher_forcing_mask` as a FlexAttention mask_mod: tokens [0, T*P) are the context stream, the rest the
-    targets. A context query sees context keys 0..window frames back; a target query sees context keys
-    1..window frames back and its own frame of the target stream."""
+    """`teacher_forcing_mask` as a FlexAttention mask_mod, for any number of target streams: tokens [0, T*P) are
+    the context stream, each further T*P one target stream. A context query sees context keys 0..window frames
+    back; a target query sees context keys 1..window frames back and its own frame of its own stream."""
     TP = T * P
 
     def mod(b, h, q, k):
         sq, sk = q // TP, k // TP
         d = (q % TP) // P - (k % TP) // P
-        return ((sk == 0) & (d >= sq) & (d <= window)) | ((sq == 1) & (sk == 1) & (d == 0))
+        return ((sk == 0) & (d >= (sq > 0).to(d.dtype)) & (d <= window)) | ((sq > 0) & (sk == sq) & (d == 0))
 
     return mod
 
@@ -460,18 +464,19 @@ class Dynamics(nn.Module):
         """Whether a window forward on `device` runs its mask as a FlexAttention BlockMask (else a dense mask)."""
         return self.config.attention == "flex" and torch.device(device).type == "cuda" and not self._dense_only
 
-    def _window_mask(self, kind: str, T: int, P: int, window: int, device):
+    def _window_mask(self, kind: str, T: int, P: int, window: int, device, streams: int = 1):
         """The attention mask of a window forward: a dense bool mask, or (attention "flex", on CUDA) a BlockMask
         built once per shape and device and kept (building one costs more than the attention it saves). Flex
         has no backward on a CPU, so there the dense mask computes the same function."""
         if not self.uses_block_mask(device):
-            fn = teacher_forcing_mask if kind == "teacher_forcing" else frame_causal_mask
-            return fn(T, P, window, device)
-        key = (kind, T, P, window, str(device))
+            if kind == "teacher_forcing":
+                return teacher_forcing_mask(T, P, window, device, streams)
+            return frame_causal_mask(T, P, window, device)
+        key = (kind, T, P, window, streams, str(device))
         if key not in self._block_masks:
             from torch.nn.attention.flex_attention import create_block_mask
 
-            n = (2 if kind == "teacher_forcing" else 1) * T * P
+            n = (1 + streams if kind == "teacher_forcing" else 1) * T * P
             mod = teacher_forcing_mask_mod(T, P, window) if kind == "teacher_forcing" else frame_causal_mask_mod(P, window)
             self._block_masks[key] = create_block_mask(mod, None, None, n, n, device=device)
         return self._block_masks[key]
@@ -528,12 +533,14 @@ class Dynamics(nn.Module):
                                 state_prev=None):
         """Denoise every frame of a window against the clean context before it, in one pass.
 
-        z_ctx (B, T, C, h, w) the context stream at levels sigma_ctx (B, T); z_noisy (B, T, C, h, w) the
-        target stream at levels sigma (B, T); actions (B, T, A) into-frame, shared by both streams. Target
-        frame t sees context frames t-window .. t-1 and itself (`teacher_forcing_mask`); both streams' frame
-        t sit at RoPE position t. Returns (z0_pred of the targets, reward (B, T), term_logit (B, T), state
-        (B, T, S)), the heads read from the context stream (the sampler reads them from its clean pass);
-        state_prev (B, T, S) conditions both streams' frame t, like its action.
+        z_ctx (B, T, C, h, w) the context stream at levels sigma_ctx (B, T); z_noisy (B, S*T, C, h, w) S >= 1
+        target streams of the same T frames, one after another, at levels sigma (B, S*T); actions (B, T, A)
+        into-frame, shared by all streams. Target frame t sees context frames t-window .. t-1 and itself
+        (`teacher_forcing_mask`), never another stream; every stream's frame t sits at RoPE position t, so each
+        target stream gets what it would alone, and S samples of a frame cost one context stream, not S.
+        Returns (z0_pred of the targets (B, S*T, ...), reward (B, T), term_logit (B, T), state (B, T, S)), the heads
+        read from the context stream (the sampler reads them from its clean pass); state_prev (B, T, S)
+        conditions every stream's frame t, like its action.
         """
         return self._window_forward("teacher_forcing", self._forward_teacher_forcing)(
             z_ctx, sigma_ctx, z_noisy, sigma, actions, window, state_prev)
@@ -541,15 +548,20 @@ class Dynamics(nn.Module):
     def _forward_teacher_forcing(self, z_ctx, sigma_ctx, z_noisy, sigma, actions, window: int | None = None,
                                  state_prev=None):
         cfg = self.config
-        B, T = sigma.shape
+        B, T = sigma_ctx.shape
+        streams = sigma.shape[1] // T
+        if streams < 1 or sigma.shape[1] != streams * T or z_noisy.shape[1] != streams * T:
+            raise ValueError(f"target streams must be whole windows of the context's {T} frames, got "
+                             f"sigma {tuple(sigma.shape)} and z_noisy {tuple(z_noisy.shape)}")
         window = cfg.context_frames if window is None else window
         xc, cc, mc, pc = self._embed(z_ctx, sigma_ctx, actions, state_prev)
-        xn, cn, mn, pn = self._embed(z_noisy, sigma, actions, state_prev)
+        per_stream = (lambda a: None if a is None else a.repeat(1, streams, 1))  # noqa: E731
+        xn, cn, mn, pn = self._embed(z_noisy, sigma, per_stream(actions), per_stream(state_prev))
         x, cond, mod = torch.cat([xc, xn], 1), torch.cat([cc, cn], 1), torch.cat([mc, mn], 1)
         P = x.shape[2]
-        pos = torch.arange(T, device=x.device).repeat(2).repeat_interleave(P)
+        pos = torch.arange(T, device=x.device).repeat(1 + streams).repeat_interleave(P)
         cos, sin = rope_angles(pos, cfg.rope_dim, cfg.rope_base, cfg.rope_period)
-        mask = self._window_mask("teacher_forcing", T, P, window, x.device)
+        mask = self._window_mask("teacher_forcing", T, P, window, x.device, streams)
         for block in self.blocks:
             x, _ = block(x, mod, (cos, sin), mask)
         pre = tuple(torch.cat([a, b], 1) for a, b in zip(pc, pn))
@@ -656,14 +668,12 @@ class Dynamics(nn.Module):
             z_noisy = (base + sigma[..., None, None, None] * noise).to(z.dtype)
             if cfg.target_loss == "energy":
                 # a second sample of every start-pass frame from another start noise (the other frames repeat the
-                # first copy's input, and so its output): both copies in one batched forward
+                # first copy's input, and so its output): a second target stream against the same context stream
                 other = torch.randn(z.shape, device=dev, generator=generator, dtype=torch.float32)
                 z_other = (base + sigma[..., None, None, None] * torch.where(at_start, other, noise)).to(z.dtype)
-                two = lambda a: None if a is None else torch.cat([a, a])  # noqa: E731
-                z0, r, t, st = self.forward_teacher_forcing(two(z_ctx), two(s_ctx), torch.cat([z_noisy, z_other]),
-                                                            two(sigma), two(actions), state_prev=two(state_prev))
-                z0, z0_other = z0.chunk(2)
-                r, t, st = r[:B], t[:B], st[:B]
+                z0, r, t, st = self.forward_teacher_forcing(z_ctx, s_ctx, torch.cat([z_noisy, z_other], 1),
+                                                            sigma.repeat(1, 2), actions, state_prev=state_prev)
+                z0, z0_other = z0.chunk(2, dim=1)
             else:
                 z0, r, t, st = self.forward_teacher_forcing(z_ctx, s_ctx, z_noisy, sigma, actions,
                                                             state_prev=state_prev)
