@@ -134,3 +134,20 @@ def test_dream_loop_two_rounds_on_tiny(tmp_path):
     assert meta1["init_policy"] == r0["policy"] and meta1["weights"] == r0["next_weights"]
     again = _run("dream_loop.py", *args, cwd=tmp_path)  # everything recorded as done: nothing runs again
     assert again.returncode == 0 and "$ " not in again.stdout
+
+
+def test_the_shipped_real_engine_policy_records_and_outlives_random_play(tmp_path):
+    """agents/policies/doom-takecover-real.zip drives `collect --policy` in the real engine and dodges: over the same
+    recorded steps its episodes last longer than sticky-random play's (about 75 steps; the policy averages 175)."""
+    from odyssey_gym.data.dataset import open_dataset
+    from odyssey_gym.data.recorder import collect
+
+    policy = ROOT / "agents" / "policies" / "doom-takecover-real.zip"
+    meta = json.loads(policy.with_suffix(".meta.json").read_text())
+    assert meta["trained_in"] == "real" and meta["frame_stack"] == 4 and meta["real_score"]["episodes"] == 100
+    lengths = {}
+    for name, pol in (("ppo", str(policy)), ("sticky", "sticky")):
+        res = collect("doom-takecover", tmp_path / name, steps=1500, workers=1, seed=5, policy=pol, progress=False)
+        assert res.error is None and res.steps == 1500
+        lengths[name] = res.steps / max(1, len(open_dataset([str(tmp_path / name)]).episodes))
+    assert lengths["ppo"] > 1.3 * lengths["sticky"], lengths
