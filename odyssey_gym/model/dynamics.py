@@ -694,19 +694,18 @@ class Dynamics(nn.Module):
         w = (s**2 + cfg.sigma_data**2) / (s * cfg.sigma_data) ** 2
         err = (z0.float() - z.float()).pow(2).flatten(2).mean(-1)  # (B, T)
         cf = counted.float()
-        per_frame = err
-        if cfg.target_loss == "energy":
+        per_frame, scored_metrics = err, {}
+        if cfg.target_loss == "energy":  # the start-pass frames (teacher forcing's `at_start`) by the energy score
             score, spread = energy_score(z0, z0_other, z, cfg.energy_lambda)
-            scored = (sigma >= cfg.sigma_max) & counted
+            scored = at_start[:, :, 0, 0, 0] & counted
             per_frame = torch.where(scored, score, err)
             sf = scored.float()
             n_scored = sf.sum().clamp_min(1)
+            scored_metrics = {"energy": ((score * sf).sum() / n_scored).detach(),
+                              "spread": ((spread * sf).sum() / n_scored).detach()}  # 0: the start noise is ignored
         den = (w * per_frame * cf).sum() / cf.sum().clamp_min(1)
         loss = den
-        metrics = {"denoise": den.detach()}
-        if cfg.target_loss == "energy":
-            metrics["energy"] = ((score * sf).sum() / n_scored).detach()
-            metrics["spread"] = ((spread * sf).sum() / n_scored).detach()  # 0: the model ignores its start noise
+        metrics = {"denoise": den.detach(), **scored_metrics}
         with torch.no_grad():
             tgt = is_target.float()
             metrics["mse_target"] = (err * tgt).sum() / tgt.sum().clamp_min(1)
