@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from odyssey_gym.model.dynamics import Dynamics, DynamicsConfig, energy_score
 
@@ -66,6 +67,32 @@ def test_energy_score_is_zero_for_exact_samples_and_penalises_the_mean():
     assert samplers.mean() < mean.mean() - 0.4
 
 
+def test_patch_energy_score_is_the_mean_of_one_score_per_patch():
+    a, b, y = torch.randn(3, 2, 3, 2, 4, 4).unbind(0)
+    score, spread = energy_score(a, b, y, 0.7, patch=2)
+    per_patch = [energy_score(a[..., i:i + 2, j:j + 2], b[..., i:i + 2, j:j + 2], y[..., i:i + 2, j:j + 2], 0.7)
+                 for i in (0, 2) for j in (0, 2)]
+    torch.testing.assert_close(score, torch.stack([s for s, _ in per_patch]).mean(0))
+    torch.testing.assert_close(spread, torch.stack([d for _, d in per_patch]).mean(0))
+    # each 2x2 patch of the next frame is +1 or -1 by a coin of its own. A sampler that draws them that way is
+    # the truth; one that puts all its spread in one corner (+-2 there, 0 elsewhere) has spread of a similar total
+    # size. The whole-frame score barely tells them apart, the per-patch score asks each region for its own spread
+    g = torch.Generator().manual_seed(0)
+    n = 8000
+
+    def frames(signs):  # (n, 2, 2) patch values -> (n, 1, 1, 4, 4) frames
+        return signs.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, None, None]
+
+    def coins(*shape):
+        return torch.randint(0, 2, shape, generator=g).float() * 2 - 1
+
+    y, true_a, true_b = (frames(coins(n, 2, 2)) for _ in range(3))
+    corner_a, corner_b = (frames(F.pad(2 * coins(n, 1, 1), (0, 1, 0, 1))) for _ in range(2))
+    gap = {p: (energy_score(corner_a, corner_b, y, patch=p)[0] - energy_score(true_a, true_b, y, patch=p)[0]).mean()
+           for p in (0, 2)}
+    assert gap[0] > 0.1 and gap[2] > 2 * gap[0], gap
+
+
 def test_config_checks_the_energy_settings():
     with pytest.raises(ValueError, match="target_loss"):
         DynamicsConfig(target_loss="gan")
@@ -73,6 +100,8 @@ def test_config_checks_the_energy_settings():
         DynamicsConfig(target_loss="energy", objective="diffusion_forcing")
     with pytest.raises(ValueError, match="energy_lambda"):
         DynamicsConfig(target_loss="energy", energy_lambda=1.5)
+    with pytest.raises(ValueError, match="energy_patch"):
+        DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=3)
 
 
 def test_energy_loss_reports_the_samples_spread_and_trains_the_heads_once():

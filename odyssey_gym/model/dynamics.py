@@ -81,6 +81,10 @@ class DynamicsConfig:
     # stream against the same context stream: a step costs about 1.5x, not 2x.
     target_loss: str = "mse"
     energy_lambda: float = 1.0  # weight of the spread between the two samples: 1 is the proper energy score, 0 an L2 regression
+    # the region each energy-score distance is taken over: 0 the whole frame, k a k x k patch of latent cells (the
+    # score is then the mean of one proper score per patch). A whole-frame distance is satisfied by spread of the
+    # right total size anywhere, e.g. fine noise; per-patch distances ask each region for its own spread.
+    energy_patch: int = 0
     # what the first sampling pass starts from: "noise" (sigma_max * noise) or "previous" (the previous frame's
     # latent + sigma_max * noise: the new frame starts as the last one, noised, so the first pass mostly has to
     # move what changed). Training feeds frames at sigma >= sigma_max exactly this input.
@@ -119,6 +123,9 @@ class DynamicsConfig:
                              f"frame against the same clean context), got {self.objective!r}")
         if not 0.0 <= float(self.energy_lambda) <= 1.0:
             raise ValueError(f"energy_lambda must lie in [0, 1], got {self.energy_lambda!r}")
+        if self.energy_patch < 0 or (self.energy_patch and (h % self.energy_patch or w % self.energy_patch)):
+            raise ValueError(f"energy_patch must be 0 (the whole frame) or divide latent_size {self.latent_size}, "
+                             f"got {self.energy_patch!r}")
         if self.attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
         if self.attention == "flex" and self.dropout > 0:
@@ -153,15 +160,22 @@ def previous_state(state: torch.Tensor, first: torch.Tensor | None = None) -> to
     return prev if first is None else prev.masked_fill(first.bool()[..., None], 0.0)
 
 
-def energy_score(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, lam: float = 1.0, eps: float = 1e-6):
+def energy_score(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, lam: float = 1.0, eps: float = 1e-6,
+                 patch: int = 0):
     """The energy score of two samples a, b (B, T, ...) of each frame against its true value, per frame (B, T),
     and the samples' spread (their RMS distance).
 
     E|X - y| - lam/2 |X - X'| with RMS distances: for lam = 1 it is strictly proper (lowest in expectation only
     when the samples are drawn from the true distribution of y), so unlike the squared error it does not reward
-    the mean of several possible frames. `eps` keeps the gradient finite where a sample equals the target."""
+    the mean of several possible frames. `eps` keeps the gradient finite where a sample equals the target.
+    `patch` > 0 takes the distances over patch x patch regions of (B, T, C, H, W) frames and averages the scores."""
     def dist(x, y):
-        return ((x.float() - y.float()).pow(2).flatten(2).mean(-1) + eps).sqrt()
+        d2 = (x.float() - y.float()).pow(2)
+        if patch:
+            B, T, C, H, W = d2.shape
+            d2 = d2.view(B, T, C, H // patch, patch, W // patch, patch).permute(0, 1, 3, 5, 2, 4, 6)
+            return (d2.flatten(4).mean(-1) + eps).sqrt().flatten(2).mean(-1)
+        return (d2.flatten(2).mean(-1) + eps).sqrt()
 
     spread = dist(a, b)
     return 0.5 * (dist(a, target) + dist(b, target)) - 0.5 * lam * spread, spread
@@ -696,7 +710,7 @@ class Dynamics(nn.Module):
         cf = counted.float()
         per_frame, scored_metrics = err, {}
         if cfg.target_loss == "energy":  # the start-pass frames (teacher forcing's `at_start`) by the energy score
-            score, spread = energy_score(z0, z0_other, z, cfg.energy_lambda)
+            score, spread = energy_score(z0, z0_other, z, cfg.energy_lambda, patch=cfg.energy_patch)
             scored = at_start[:, :, 0, 0, 0] & counted
             per_frame = torch.where(scored, score, err)
             sf = scored.float()
