@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         "world": args.world, "trained_in": args.source, "frame_stack": args.frame_stack, "num_envs": args.num_envs,
         "agent_steps": int(model.num_timesteps), "seed": args.seed, "weights": args.weights or "shipped",
         "init_policy": args.init_policy,
-        "wall_seconds_this_call": round(wall, 1),
+        "wall_seconds_run": round(wall, 1),
         "agent_steps_per_second": round((model.num_timesteps - start_steps) / max(wall, 1e-9), 1),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "train_score": {
@@ -151,9 +151,9 @@ def main(argv=None) -> int:
         "hyperparameters": {**{k: getattr(args, k) for k in ("n_steps", "batch_size", "epochs", "lr", "ent_coef")},
                             "reward_normalization": True},
     }
-    if (run / META).exists() and ckpt is not None:  # keep the wall-clock of earlier calls
+    if (run / META).exists() and ckpt is not None:  # keep the wall-clock of earlier runs resumed from
         old = json.loads((run / META).read_text())
-        meta["wall_seconds_total"] = round(old.get("wall_seconds_total", old.get("wall_seconds_this_call", 0)) + wall, 1)
+        meta["wall_seconds_total"] = round(old.get("wall_seconds_total", old.get("wall_seconds_run", 0)) + wall, 1)
     else:
         meta["wall_seconds_total"] = round(wall, 1)
     (run / META).write_text(json.dumps(meta, indent=2))
