@@ -383,6 +383,26 @@ def test_campaign_legs_append_to_the_summary(dataset, tmp_path):
     assert str(tmp_path) not in (b / "train_summary.json").read_text()  # datasets by name, not by path
 
 
+def test_max_steps_stops_a_leg_where_a_time_limit_stopped_it_with_the_same_schedule(dataset, tmp_path):
+    """--max-steps N replays a time-limited leg: N dynamics steps of a schedule planned for dyn_steps, exported
+    as a partial leg; the run resumes to the end like a time-limited one."""
+    from odyssey_gym.train.campaign import load_summary
+
+    cfg = write_config(tmp_path / "c.yaml")
+    w = tmp_path / "w"
+    assert run_inproc(cfg, dataset, tmp_path / "r1", "--export", w) == 0
+    cfg2 = write_config(tmp_path / "c2.yaml", ae_steps=0, dyn_steps=10)
+    out, cut, full = tmp_path / "r2", tmp_path / "cut", tmp_path / "full"
+    assert run_inproc(cfg2, dataset, out, "--phase", "dyn", "--init-from", w, "--max-steps", 4, "--export", cut) == 0
+    leg = load_summary(cut)["legs"][-1]
+    assert leg["steps"]["dyn"] == 4 and leg["dyn_steps_planned"] == 10
+    state = final_state(out)
+    assert state["step"] == 4 and state["phase"] == "dyn"
+    assert run_inproc(cfg2, dataset, out, "--phase", "dyn", "--init-from", w, "--resume", "--export", full) == 0
+    assert final_state(out)["phase"] == "done"
+    assert run_inproc(cfg2, dataset, out, "--max-steps", 0) == 2  # refused by name
+
+
 def test_old_single_run_summary_upgrades_to_legs(tmp_path):
     from odyssey_gym.train.campaign import load_summary
 

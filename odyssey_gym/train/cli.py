@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in RUN")
     parser.add_argument("--max-minutes", type=float, default=None, metavar="M",
                         help="stop cleanly with a checkpoint after M minutes (continue later with --resume)")
+    parser.add_argument("--max-steps", type=int, default=None, metavar="N",
+                        help="stop the dynamics phase after step N with a checkpoint and export, its learning-rate "
+                             "schedule still planned for the config's dyn_steps (a time-limited leg, replayed)")
     parser.add_argument("--phase", choices=("ae", "dyn", "all"), default="all",
                         help="ae: autoencoder only; dyn: dynamics only (needs --init-from or --resume); all (default)")
     parser.add_argument("--init-from", default=None, metavar="WEIGHTS_DIR",
@@ -42,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         if args.max_minutes is not None and args.max_minutes <= 0:
             raise ConfigError(f"--max-minutes must be > 0, got {args.max_minutes}")
+        if args.max_steps is not None and args.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1, got {args.max_steps}")
         targs = TrainArgs(
-            data=list(args.data), out=args.out, resume=args.resume, max_minutes=args.max_minutes,
+            data=list(args.data), out=args.out, resume=args.resume, max_minutes=args.max_minutes, max_steps=args.max_steps,
             phase=args.phase, init_from=args.init_from, export=args.export, device=None if args.device == "auto" else args.device,
             progress=not args.no_progress,
         )

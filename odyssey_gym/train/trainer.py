@@ -42,6 +42,9 @@ class TrainArgs:
     out: str
     resume: bool = False
     max_minutes: float | None = None
+    # stop the dynamics phase after this step, as a time limit would (checkpoint, partial export), its learning
+    # rate schedule unchanged: how a campaign leg that a time limit stopped is replayed step for step
+    max_steps: int | None = None
     phase: str = "all"  # ae | dyn | all
     init_from: str | None = None
     export: str | None = None
@@ -503,8 +506,10 @@ def run_phase(s: Setup, run: RunState, ph: Phase) -> bool:
                 ph.bar.update(1)
             if out_of_time and run.step < ph.total:
                 save_checkpoint(s, run, ph)
-                s.log(f"time limit reached ({s.args.max_minutes} min) in phase {ph.name} at step {run.step}/{ph.total}; "
-                      f"continue with --resume")
+                limit = (f"step limit reached (--max-steps {s.args.max_steps})" if ph.name == "dyn"
+                         and s.args.max_steps is not None and run.step >= s.args.max_steps
+                         else f"time limit reached ({s.args.max_minutes} min)")
+                s.log(f"{limit} in phase {ph.name} at step {run.step}/{ph.total}; continue with --resume")
                 return False
             if save_due and run.step < ph.total:
                 save_checkpoint(s, run, ph)
@@ -571,7 +576,8 @@ def boundaries(s: Setup, step: int, ph: Phase, now: float) -> tuple[bool, bool, 
     tc = s.tc
     log_due = bool((tc.log_every_steps and step % tc.log_every_steps == 0)
                    or (tc.log_every_seconds and now - ph.t_log >= tc.log_every_seconds) or step == ph.total)
-    out_of_time = s.deadline is not None and now >= s.deadline
+    out_of_time = (s.deadline is not None and now >= s.deadline) or (
+        ph.name == "dyn" and s.args.max_steps is not None and step >= s.args.max_steps)
     save_due = bool((tc.save_every_steps and step % tc.save_every_steps == 0)
                     or (tc.save_every_seconds and now - ph.t_save >= tc.save_every_seconds))
     log_due, out_of_time, save_due = rank0_flags([log_due, out_of_time, save_due], s.info, s.device)
