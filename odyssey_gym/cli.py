@@ -1,4 +1,4 @@
-"""`odyssey-gym collect | train | leg | play | record | bench | eval | train-probe | card | build | worlds`.
+"""`odyssey-gym collect | train | leg | reproduce | play | record | bench | eval | train-probe | card | build | worlds`.
 
 Each subcommand lives beside the layer it drives, as a module with
 `add_arguments(parser)` and `run(args) -> int`; imports are lazy so `--help` is instant
@@ -29,6 +29,7 @@ COMMANDS = {
     "eval": ("odyssey_gym.eval.cli", "measure fidelity, stability and controllability of a world model"),
     "train-probe": ("odyssey_gym.eval.probe_cli", "train the inverse-dynamics probe that eval uses, on real frames only"),
     "card": ("odyssey_gym.eval.card", "write a weights folder's MODEL_CARD.md from its campaign log and an eval report"),
+    "reproduce": ("odyssey_gym.train.reproduce", "replay a world's training campaign from its log: record, train each leg, eval"),
     "build": ("odyssey_gym.train.build", "from a game to a shipped world in one command: record, train, probe, eval, card"),
     "worlds": ("odyssey_gym.worlds.cli", "list the worlds, their env ids, and whether weights ship for them"),
 }
