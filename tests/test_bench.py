@@ -67,3 +67,24 @@ def test_bench_writes_no_file_unless_asked(tmp_path, monkeypatch, capsys):
     assert "bench: 100%" in out.err and "3/3" in out.err and "doom-takecover num_envs 1:" in out.err
     # no report written into the current folder (ViZDoom itself leaves its _vizdoom.ini there)
     assert not [f.name for f in work.iterdir() if not f.name.startswith("_vizdoom")]
+
+
+def test_bench_checks_its_options_once_into_a_config(capsys):
+    """The command line becomes a BenchConfig (the timing code never sees argparse); a bad option is refused by
+    name before anything is measured."""
+    import argparse
+
+    from odyssey_gym.eval.bench import BenchConfig, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cfg = BenchConfig.from_args(p.parse_args(["--worlds", "doom-takecover, doom-explore", "--num-envs", "1,8",
+                                              "--steps", "5", "--eager", "--no-progress"]))
+    assert cfg.worlds == ("doom-takecover", "doom-explore") and cfg.num_envs == (1, 8)
+    assert cfg.timing.steps == 5 and cfg.timing.compile is False and not cfg.progress
+    for bad, named in ((["--num-envs", "1,x"], "--num-envs"), (["--num-envs", "0"], "--num-envs"),
+                       (["--steps", "0"], "--steps"), (["--worlds", " , "], "--worlds")):
+        with pytest.raises(ValueError, match=named):
+            BenchConfig.from_args(p.parse_args(bad))
+        assert main(["bench", *bad, "--device", "cpu"]) == 2
+        assert named in capsys.readouterr().err

@@ -407,38 +407,73 @@ def write_section(path: str | Path, section: str) -> None:
 # ---------------------------------------------------------------------------------------------- run
 
 
-def _parse_ints(s: str, what: str) -> list[int]:
+def _parse_ints(s: str, what: str) -> tuple[int, ...]:
     try:
-        vals = [int(x) for x in s.split(",") if x.strip()]
+        vals = tuple(int(x) for x in s.split(",") if x.strip())
     except ValueError:
-        raise SystemExit(f"--{what} must be comma-separated integers, got {s!r}") from None
+        raise ValueError(f"--{what} must be comma-separated integers, got {s!r}") from None
     if not vals or any(v < 1 for v in vals):
-        raise SystemExit(f"--{what} must be positive integers, got {s!r}")
+        raise ValueError(f"--{what} must be positive integers, got {s!r}")
     return vals
 
 
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `bench` measures and where it writes, checked once from the command line (`bench` never sees argparse)."""
+
+    worlds: tuple[str, ...]
+    num_envs: tuple[int, ...]
+    device: str = "auto"
+    timing: Timing = Timing()
+    engine_workers: int | None = None  # None: all CPU cores
+    engine_seconds: float = 10.0
+    weights_root: str | None = None  # a dir of <world>/ weight dirs; None: the shipped weights
+    main_job: bool = False
+    out: str | None = None  # BENCHMARKS.md-style file the section goes into
+    json: str | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "BenchConfig":
+        """The command line's values, each bad one a ValueError that names its option."""
+        if args.steps < 1 or args.repeats < 1:
+            raise ValueError("--steps and --repeats must be >= 1")
+        worlds = tuple(w.strip() for w in args.worlds.split(",") if w.strip())
+        if not worlds:
+            raise ValueError(f"--worlds names no world: {args.worlds!r}")
+        return cls(worlds=worlds, num_envs=_parse_ints(args.num_envs, "num-envs"), device=args.device,
+                   timing=Timing.from_args(args), engine_workers=args.engine_workers,
+                   engine_seconds=args.engine_seconds, weights_root=args.weights_root, main_job=args.main_job,
+                   out=args.out, json=args.json, progress=not args.no_progress)
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = BenchConfig.from_args(args)
+    except ValueError as e:
+        print(f"odyssey-gym bench: {e}", file=sys.stderr)
+        return 2
+    return bench(cfg)
+
+
+def bench(cfg: BenchConfig) -> int:
+    """Time every world's env at every batch size, its batch-1 latency and the real engine; write the section."""
     import torch
 
     from odyssey_gym.envs.vector_env import resolve_device
 
-    worlds = [w.strip() for w in args.worlds.split(",") if w.strip()]
-    num_envs = _parse_ints(args.num_envs, "num-envs")
-    if args.steps < 1 or args.repeats < 1:
-        print("--steps and --repeats must be >= 1", file=sys.stderr)
-        return 2
-    timing = Timing.from_args(args)
+    timing, num_envs = cfg.timing, list(cfg.num_envs)
     try:
-        device = resolve_device(args.device)
-        specs = [_spec(w) for w in worlds]
+        device = resolve_device(cfg.device)
+        specs = [_spec(w) for w in cfg.worlds]
     except (ValueError, KeyError) as e:
         print(f"odyssey-gym bench: {e}", file=sys.stderr)
         return 2
-    workers = args.engine_workers or _cpu_count()
+    workers = cfg.engine_workers or _cpu_count()
     weights = {}
     for s in specs:
-        if args.weights_root:
-            d = Path(args.weights_root) / s.name
+        if cfg.weights_root:
+            d = Path(cfg.weights_root) / s.name
             if not (d / "config.json").is_file():
                 print(f"odyssey-gym bench: no weights for {s.name!r} at {d}", file=sys.stderr)
                 return 2
@@ -469,7 +504,7 @@ def run(args: argparse.Namespace) -> int:
 
     # one bar (ETA) over the measurements, each one's result line printed above it
     bar = tqdm(total=len(specs) * (len(num_envs) + 2), desc="bench", unit="part", file=sys.stderr,
-               disable=args.no_progress, dynamic_ncols=True)
+               disable=not cfg.progress, dynamic_ncols=True)
 
     def say(line: str) -> None:
         bar.write(line, file=sys.stderr)
@@ -498,8 +533,8 @@ def run(args: argparse.Namespace) -> int:
         failed |= "error" in w["latency"]
         say(f"  {spec.name} latency: {w['latency']}")
         bar.update(1)
-        w["engine"] = engine_speed(spec.name, workers, args.engine_seconds)
-        w["engine_1"] = w["engine"] if workers == 1 else engine_speed(spec.name, 1, args.engine_seconds)
+        w["engine"] = engine_speed(spec.name, workers, cfg.engine_seconds)
+        w["engine_1"] = w["engine"] if workers == 1 else engine_speed(spec.name, 1, cfg.engine_seconds)
         for e in (w["engine"], w["engine_1"]):
             if "error" in e:
                 failed = True
@@ -520,17 +555,17 @@ def run(args: argparse.Namespace) -> int:
 
     bar.close()
 
-    if args.main_job:
-        res["main_job"] = main_job(args.weights_root, args.device)
+    if cfg.main_job:
+        res["main_job"] = main_job(cfg.weights_root, cfg.device)
         failed |= res["main_job"]["returncode"] != 0
         print(f"  main job: {res['main_job']['wall_s']:.1f} s (exit {res['main_job']['returncode']})", file=sys.stderr)
 
     section = render_section(res)
-    if args.out:
-        write_section(args.out, section)
+    if cfg.out:
+        write_section(cfg.out, section)
     print(section)
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
     return 1 if failed else 0
 
 
