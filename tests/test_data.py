@@ -352,6 +352,23 @@ def test_sticky_policy_holds_keys_and_escapes_walls():
     assert pol2.escapes == 0
 
 
+def test_sticky_policy_holds_the_combos_of_the_world_s_held_keys_table():
+    """The world's `held_keys` is what the sticky policy holds: a world with its own table gets that table's combos
+    in its proportions, and buttons the table leaves out held alone."""
+    import dataclasses
+
+    base = get_world("doom-explore")
+    spec = dataclasses.replace(base, held_keys=((("TURN_LEFT",), 1.0), (("MOVE_FORWARD", "TURN_RIGHT"), 8.0)))
+    pol = StickyRandomPolicy(spec, np.random.default_rng(0))
+    pol.reset()
+    acts = np.stack([pol.act(None) for _ in range(3000)])
+    held = [frozenset(spec.buttons[j] for j in np.flatnonzero(a)) for a in acts]
+    alone = {frozenset({b}) for b in ("MOVE_BACKWARD", "MOVE_LEFT", "MOVE_RIGHT")}
+    assert set(held) <= {frozenset({"TURN_LEFT"}), frozenset({"MOVE_FORWARD", "TURN_RIGHT"})} | alone
+    assert held.count(frozenset({"MOVE_FORWARD", "TURN_RIGHT"})) > held.count(frozenset({"TURN_LEFT"}))
+    assert frozenset({"MOVE_FORWARD"}) not in held  # explore's default table is not used
+
+
 @pytest.mark.parametrize("profile", ["walker", "human"])
 def test_human_like_policy_walks_turns_strafes_and_stops(profile):
     """Human-like play: mostly long forward walks, turns while walking, and stops, held for seconds, not tics."""
