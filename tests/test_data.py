@@ -465,6 +465,11 @@ def test_pick_windows_draws_distinct_windows_inside_episodes():
     many = flat.pick_windows(4, 20, np.random.default_rng(1), repeat=True)
     assert len(many) == 20 and set(many.tolist()) <= all_starts
     assert len(flat.pick_windows(10, 3, np.random.default_rng(0))) == 0  # no episode is 10 frames long
+    # episode_start: only windows at an episode's first frame, one per episode that is long enough
+    at_start = flat.pick_windows(4, 5, np.random.default_rng(0), episode_start=True)
+    assert sorted(at_start.tolist()) == [0, 5]  # the 3-frame episode has no 4-frame window
+    assert len(flat.pick_windows(4, 1, np.random.default_rng(0), episode_start=True)) == 1
+    assert len(flat.pick_windows(6, 5, np.random.default_rng(0), episode_start=True)) == 1  # only the 9-frame one
 
 
 def test_recordings_carry_the_game_state_a_death_follows_from(recorded):
