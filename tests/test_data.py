@@ -370,6 +370,21 @@ def test_sticky_policy_holds_the_combos_of_the_world_s_held_keys_table():
 
 
 @pytest.mark.parametrize("profile", ["walker", "human"])
+def test_human_like_policy_on_a_world_without_doom_buttons_falls_back_to_held_keys(profile):
+    """A world whose buttons are none of the modes' (a Gymnasium game's BUTTON_i) plays the sticky policy's held
+    keys, not a chain of stops with nothing to choose after one."""
+    import dataclasses
+
+    base = get_world("doom-explore")
+    buttons = tuple(f"BUTTON_{i}" for i in range(3))
+    spec = dataclasses.replace(base, name="buttons", buttons=buttons, held_keys=((("BUTTON_0", "BUTTON_2"), 1.0),))
+    pol = make_policy(profile, spec, np.random.default_rng(0))
+    pol.reset()
+    acts = np.stack([pol.act(None) for _ in range(400)])
+    assert acts.shape == (400, 3) and acts.any(axis=1).mean() > 0.9
+
+
+@pytest.mark.parametrize("profile", ["walker", "human"])
 def test_human_like_policy_walks_turns_strafes_and_stops(profile):
     """Human-like play: mostly long forward walks, turns while walking, and stops, held for seconds, not tics."""
     spec = get_world("doom-explore")

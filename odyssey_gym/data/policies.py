@@ -211,6 +211,8 @@ class HumanLikePolicy(StickyRandomPolicy):
             alts = [set(a) for a in alts if all(b in self._index for b in a)]
             if alts and (spec.action_kind == "multibinary" or all(self._encodable(a) for a in alts)):
                 self._modes.append((name, alts, max(1.0, lo * steps_per_s), max(1.0, hi * steps_per_s), w))
+        if all(m[0] == "stop" for m in self._modes):  # stopping (no buttons) fits every world: alone it is no play
+            self._modes = []
         self._mode: str | None = None
 
     def _encodable(self, pressed: set[str]) -> bool:
