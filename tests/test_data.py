@@ -352,6 +352,38 @@ def test_sticky_policy_holds_keys_and_escapes_walls():
     assert pol2.escapes == 0
 
 
+def test_sticky_policy_holds_the_combos_of_the_world_s_held_keys_table():
+    """The world's `held_keys` is what the sticky policy holds: a world with its own table gets that table's combos
+    in its proportions, and buttons the table leaves out held alone."""
+    import dataclasses
+
+    base = get_world("doom-explore")
+    spec = dataclasses.replace(base, held_keys=((("TURN_LEFT",), 1.0), (("MOVE_FORWARD", "TURN_RIGHT"), 8.0)))
+    pol = StickyRandomPolicy(spec, np.random.default_rng(0))
+    pol.reset()
+    acts = np.stack([pol.act(None) for _ in range(3000)])
+    held = [frozenset(spec.buttons[j] for j in np.flatnonzero(a)) for a in acts]
+    alone = {frozenset({b}) for b in ("MOVE_BACKWARD", "MOVE_LEFT", "MOVE_RIGHT")}
+    assert set(held) <= {frozenset({"TURN_LEFT"}), frozenset({"MOVE_FORWARD", "TURN_RIGHT"})} | alone
+    assert held.count(frozenset({"MOVE_FORWARD", "TURN_RIGHT"})) > held.count(frozenset({"TURN_LEFT"}))
+    assert frozenset({"MOVE_FORWARD"}) not in held  # explore's default table is not used
+
+
+@pytest.mark.parametrize("profile", ["walker", "human"])
+def test_human_like_policy_on_a_world_without_doom_buttons_falls_back_to_held_keys(profile):
+    """A world whose buttons are none of the modes' (a Gymnasium game's BUTTON_i) plays the sticky policy's held
+    keys, not a chain of stops with nothing to choose after one."""
+    import dataclasses
+
+    base = get_world("doom-explore")
+    buttons = tuple(f"BUTTON_{i}" for i in range(3))
+    spec = dataclasses.replace(base, name="buttons", buttons=buttons, held_keys=((("BUTTON_0", "BUTTON_2"), 1.0),))
+    pol = make_policy(profile, spec, np.random.default_rng(0))
+    pol.reset()
+    acts = np.stack([pol.act(None) for _ in range(400)])
+    assert acts.shape == (400, 3) and acts.any(axis=1).mean() > 0.9
+
+
 @pytest.mark.parametrize("profile", ["walker", "human"])
 def test_human_like_policy_walks_turns_strafes_and_stops(profile):
     """Human-like play: mostly long forward walks, turns while walking, and stops, held for seconds, not tics."""
@@ -448,6 +480,11 @@ def test_pick_windows_draws_distinct_windows_inside_episodes():
     many = flat.pick_windows(4, 20, np.random.default_rng(1), repeat=True)
     assert len(many) == 20 and set(many.tolist()) <= all_starts
     assert len(flat.pick_windows(10, 3, np.random.default_rng(0))) == 0  # no episode is 10 frames long
+    # episode_start: only windows at an episode's first frame, one per episode that is long enough
+    at_start = flat.pick_windows(4, 5, np.random.default_rng(0), episode_start=True)
+    assert sorted(at_start.tolist()) == [0, 5]  # the 3-frame episode has no 4-frame window
+    assert len(flat.pick_windows(4, 1, np.random.default_rng(0), episode_start=True)) == 1
+    assert len(flat.pick_windows(6, 5, np.random.default_rng(0), episode_start=True)) == 1  # only the 9-frame one
 
 
 def test_recordings_carry_the_game_state_a_death_follows_from(recorded):

@@ -345,9 +345,9 @@ def test_termination_precision_is_given_at_the_datas_death_rate():
 
 
 def test_held_key_rollouts_derive_their_keys_from_the_world_s_button_names():
-    """The long-rollout player picks combos by button name: doom-explore's are the table's in its button order, the
-    same buttons in another order give the same combos permuted, and a world of unnamed buttons holds each alone
-    (or none), never explore's combos just because it also has six buttons."""
+    """The long-rollout player picks combos by button name: doom-explore's are its `held_keys` table in its button
+    order, the same buttons in another order give the same combos permuted, and a world of unnamed buttons holds
+    each alone (or none), never explore's combos just because it also has six buttons."""
     import dataclasses
 
     from odyssey_gym.eval.actions import held_key_actions, held_key_choice_array
@@ -356,7 +356,10 @@ def test_held_key_rollouts_derive_their_keys_from_the_world_s_button_names():
     explore = get_world("doom-explore")
     rows, p = held_key_choice_array(explore)
     assert rows.tolist()[:3] == [[1, 0, 0, 0, 0, 0], [1, 0, 1, 0, 0, 0], [1, 0, 0, 1, 0, 0]]
-    assert len(rows) == 10 and p[0] == pytest.approx(6 / 21) and p.sum() == pytest.approx(1.0)
+    table = explore.held_keys
+    assert len(rows) == len(table) and p.sum() == pytest.approx(1.0)
+    assert p[0] == pytest.approx(table[0][1] / sum(w for _, w in table))
+    assert [{explore.buttons[j] for j in np.flatnonzero(r)} for r in rows] == [set(c) for c, _ in table]
     assert not (rows[:, 0] & rows[:, 1]).any()  # never forward and back together
 
     order = (5, 2, 0, 4, 1, 3)
@@ -372,6 +375,33 @@ def test_held_key_rollouts_derive_their_keys_from_the_world_s_button_names():
     takecover = get_world("doom-takecover")
     acts = held_key_actions(takecover, 500, 3, seed=1)
     assert acts.shape == (500, 3) and set(np.unique(acts)) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("world", ["doom-explore", "doom-takecover", "doom-health"])
+def test_eval_held_keys_are_the_sticky_recording_policy_s_process(world):
+    """One held-key process: env 0 of eval's held-key rollout is, step for step, what the sticky recording policy
+    plays from the same seed when it never sees a wall (same combos, same probabilities, same hold lengths)."""
+    from odyssey_gym.data.policies import HeldKeys, StickyRandomPolicy
+    from odyssey_gym.eval.actions import held_key_actions, held_key_choice_array
+    from odyssey_gym.worlds import get_world
+
+    spec = get_world(world)
+    holds = HeldKeys(spec)
+    pol = StickyRandomPolicy(spec, np.random.default_rng(5))
+    assert pol.holds.combos == holds.combos and np.array_equal(pol.holds.p, holds.p)
+    rows, p = held_key_choice_array(spec)
+    np.testing.assert_array_equal(p, holds.p)
+    assert len(rows) == len(holds.combos)
+
+    pol.reset()
+    played = np.stack([np.asarray(pol.act(None)) for _ in range(400)])
+    acts = held_key_actions(spec, 400, 2, seed=5)
+    np.testing.assert_array_equal(acts[:, 0], played)
+    assert not np.array_equal(acts[:, 1], played)  # env 1 plays on from the same stream, not a copy of env 0
+    # holds last 2 steps up to 60 game tics (rounded), at any frame skip
+    lengths = np.array([holds.draw(np.random.default_rng(i))[1] for i in range(500)])
+    assert lengths.min() >= 2 and lengths.max() <= max(2, 60 // spec.frame_skip) + 1
+    assert len(np.unique(lengths)) > 5
 
 
 def test_random_actions_are_seeded_raw_actions_of_the_asked_shape():

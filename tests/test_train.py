@@ -357,6 +357,46 @@ def test_unroll_depth_compounds_errors_as_open_loop():
         TrainConfig(unroll_depth=0).validate()
 
 
+def _flat(lengths):
+    from odyssey_gym.data.windows import FlatData
+
+    n = sum(lengths)
+    episode = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
+    first = np.concatenate([[True] + [False] * (k - 1) for k in lengths])
+    frames = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None], (n, 2, 2, 3)).copy()
+    return FlatData(frames=frames, actions=np.arange(n, dtype=np.float32)[:, None], rewards=np.zeros(n, np.float32),
+                    terminated=np.zeros(n, bool), first=first, episode=episode)
+
+
+def test_start_bank_draws_windows_inside_one_episode_from_episode_starts_when_it_can():
+    """The start bank draws through `FlatData.pick_windows`: with enough long episodes, each context is an
+    episode's first K frames (a reset state), one per episode; with too few, any windows (repeated if need be);
+    every context lies inside one episode, and a seed gives the same bank."""
+    from odyssey_gym.train.steps import DataError, start_bank
+
+    def contexts(flat, bank):  # flat indices of each context's frames, read back from the frame values
+        idx = bank["frames"][:, :, 0, 0, 0].astype(np.int64)
+        assert np.array_equal(bank["actions"][..., 0], idx.astype(np.float32))
+        assert (np.diff(idx, axis=1) == 1).all()  # consecutive frames
+        return idx
+
+    flat = _flat([12, 3, 20, 15, 9, 30])
+    bank = start_bank(flat, 3, 8, seed=4)
+    idx = contexts(flat, bank)
+    assert len(idx) == 3 and flat.first[idx[:, 0]].all()
+    assert len({int(flat.episode[i]) for i in idx[:, 0]}) == 3  # distinct episodes
+    assert all(len(set(flat.episode[row].tolist())) == 1 for row in idx)
+    assert np.array_equal(bank["frames"], start_bank(flat, 3, 8, seed=4)["frames"])
+    # the same draw as eval's and the probe's: the seed's pick of episode-start windows
+    assert idx[:, 0].tolist() == sorted(flat.pick_windows(8, 3, np.random.default_rng(4), episode_start=True).tolist())
+
+    few = contexts(flat, start_bank(flat, 12, 8, seed=4))  # 5 episodes reach 8 frames: any windows, some repeated
+    assert len(few) == 12 and not flat.first[few[:, 0]].all()
+    assert all(len(set(flat.episode[row].tolist())) == 1 for row in few)
+    with pytest.raises(DataError, match="40 frames"):
+        start_bank(flat, 2, 40, seed=0)
+
+
 def test_campaign_legs_append_to_the_summary(dataset, tmp_path):
     """A leg from landed weights continues their campaign log: legs, cumulative totals, every seed, no paths."""
     from odyssey_gym.train.campaign import load_summary

@@ -2,6 +2,8 @@
 
 - `StickyRandomPolicy`: random key-holds of log-uniform length (as a person holds keys), plausible
   key combinations only, and a wall-escape reflex (turn away when moving but the frame stops changing).
+- `HeldKeys(spec)`: the world's held-key process (which combination, held how long), shared by the sticky
+  policy and eval's long held-key rollouts.
 - `HumanLikePolicy`: how people play a first-person game (long forward walks, turns while walking, turns in
   place, strafes, stops, back-offs), as a chain of modes with durations in seconds; two profiles:
   "walker" (a recording policy) and "human" (another process, the held-out yardstick of `odyssey-gym eval`).
@@ -19,44 +21,50 @@ import numpy as np
 
 from ..worlds.spec import WorldSpec
 
-# plausible held-key combos for a keyboard player (button names), with weights
-_COMBOS: list[tuple[tuple[str, ...], float]] = [
-    (("MOVE_FORWARD",), 6.0),
-    (("MOVE_FORWARD", "TURN_LEFT"), 3.0),
-    (("MOVE_FORWARD", "TURN_RIGHT"), 3.0),
-    (("TURN_LEFT",), 2.0),
-    (("TURN_RIGHT",), 2.0),
-    (("MOVE_LEFT",), 1.0),
-    (("MOVE_RIGHT",), 1.0),
-    (("MOVE_FORWARD", "MOVE_LEFT"), 1.0),
-    (("MOVE_FORWARD", "MOVE_RIGHT"), 1.0),
-    (("MOVE_BACKWARD",), 1.0),
-    (("MOVE_BACKWARD", "TURN_LEFT"), 0.5),
-    (("MOVE_BACKWARD", "TURN_RIGHT"), 0.5),
-    (("MOVE_LEFT", "TURN_RIGHT"), 0.5),  # circle-strafe
-    (("MOVE_RIGHT", "TURN_LEFT"), 0.5),
-    ((), 1.0),
-]
 _MOVES = {"MOVE_FORWARD", "MOVE_BACKWARD", "MOVE_LEFT", "MOVE_RIGHT"}
 _OPPOSITE = {"MOVE_FORWARD": "MOVE_BACKWARD", "MOVE_BACKWARD": "MOVE_FORWARD", "MOVE_LEFT": "MOVE_RIGHT",
              "MOVE_RIGHT": "MOVE_LEFT", "TURN_LEFT": "TURN_RIGHT", "TURN_RIGHT": "TURN_LEFT"}
 
 
-def held_key_choices(spec: WorldSpec, table: list[tuple[tuple[str, ...], float]]) -> tuple[list[set[str]], np.ndarray]:
+def held_key_choices(spec: WorldSpec) -> tuple[list[set[str]], np.ndarray]:
     """The key combinations a held-key player of `spec` picks from, as sets of button names, with probabilities.
 
-    Multibinary worlds: the entries of `table` (button names, weight) whose buttons the world has, found by name
-    so any button order works; buttons no entry covers are held alone (weight 1; e.g. a Gymnasium env's
+    Multibinary worlds: the entries of the world's `held_keys` (button names, weight) whose buttons it has, found
+    by name so any button order works; buttons no entry covers are held alone (weight 1; e.g. a Gymnasium env's
     BUTTON_i). Discrete worlds: each of the world's actions, equally likely."""
     names = list(spec.buttons)
     if spec.action_kind == "multibinary":
-        combos = [(set(c), w) for c, w in table if all(b in names for b in c)]
+        combos = [(set(c), w) for c, w in spec.held_keys if all(b in names for b in c)]
         covered = set().union(*(c for c, _ in combos)) if combos else set()
         combos += [({b}, 1.0) for b in names if b not in covered]  # buttons the table knows nothing of: alone
     else:
         combos = [({names[j] for j, v in enumerate(a) if v}, 1.0) for a in spec.discrete_actions]
     w = np.array([w for _, w in combos], np.float64)
     return [c for c, _ in combos], w / w.sum()
+
+
+def hold_length(rng: np.random.Generator, lo: int, hi: int) -> int:
+    """Steps to hold a key: log-uniform in [lo, hi], so short taps are common and long holds happen, as a person
+    holds keys."""
+    return int(round(np.exp(rng.uniform(np.log(lo), np.log(hi + 0.999)))))
+
+
+class HeldKeys:
+    """A world's held-key process: which key combination to hold next and for how many steps.
+
+    The one rule behind the sticky recording policy and eval's long held-key rollouts, so eval plays the keys the
+    data was recorded with. Holds are log-uniform in [min_hold, max_hold] steps; max_hold defaults to 60 game
+    tics' worth of steps (at least 2), so a hold lasts as long in game time at any frame skip."""
+
+    def __init__(self, spec: WorldSpec, min_hold: int = 2, max_hold: int | None = None):
+        self.combos, self.p = held_key_choices(spec)
+        self.min_hold = max(1, int(min_hold))
+        self.max_hold = max(self.min_hold, int(max_hold if max_hold is not None else max(2, 60 // spec.frame_skip)))
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, int]:
+        """(index into `combos`, hold length in steps)."""
+        i = int(rng.choice(len(self.combos), p=self.p))
+        return i, hold_length(rng, self.min_hold, self.max_hold)
 
 
 class Policy:
@@ -85,9 +93,8 @@ class RandomPolicy(Policy):
 class StickyRandomPolicy(Policy):
     """Random key-holds of varied length with wall-escape.
 
-    Each hold picks a key combination (multibinary: weighted plausible combos, never forward+back or
-    left+right together; discrete: one of the world's actions) and a hold length drawn log-uniform in
-    [min_hold, max_hold] steps (max_hold defaults to 60 game tics worth of steps, at least 2).
+    Each hold is a draw of the world's `HeldKeys` (multibinary: the world's weighted `held_keys` combos, never
+    forward+back or left+right together; discrete: one of the world's actions; log-uniform hold lengths).
     Wall escape: if a movement key is held and the mean absolute change of a downsampled frame stays
     below `still_threshold` for `stuck_steps` steps, the policy turns away (or reverses, in worlds
     without turn keys) for a random 8..30-tic hold.
@@ -97,12 +104,11 @@ class StickyRandomPolicy(Policy):
                  max_hold: int | None = None, still_threshold: float = 0.5, stuck_steps: int | None = None):
         self.spec = spec
         self.rng = np.random.default_rng(rng)
-        self.min_hold = max(1, int(min_hold))
-        self.max_hold = max(self.min_hold, int(max_hold if max_hold is not None else max(2, 60 // spec.frame_skip)))
+        self.holds = HeldKeys(spec, min_hold, max_hold)
+        self.min_hold, self.max_hold = self.holds.min_hold, self.holds.max_hold
         self.still_threshold = float(still_threshold)
         self.stuck_steps = int(stuck_steps if stuck_steps is not None else max(2, 6 // spec.frame_skip))
         self._index = {b: i for i, b in enumerate(spec.buttons)}
-        self._combos, self._p = held_key_choices(spec, _COMBOS)  # candidate actions: sets of pressed button names
         self._hold_left = 0
         self._current: set[str] = set()
         self._prev_small: np.ndarray | None = None
@@ -118,13 +124,9 @@ class StickyRandomPolicy(Policy):
         want = tuple(int(b in pressed) for b in self.spec.buttons)
         return self.spec.discrete_actions.index(want) if want in self.spec.discrete_actions else self.spec.noop_action()
 
-    def _hold_length(self, lo: int | None = None, hi: int | None = None) -> int:
-        lo, hi = lo or self.min_hold, hi or self.max_hold
-        return int(round(np.exp(self.rng.uniform(np.log(lo), np.log(hi + 0.999)))))
-
     def _new_hold(self) -> None:
-        self._current = self._combos[self.rng.choice(len(self._combos), p=self._p)]
-        self._hold_left = self._hold_length()
+        i, self._hold_left = self.holds.draw(self.rng)
+        self._current = self.holds.combos[i]
 
     def _escape(self) -> None:
         """Turn away from the wall; without turn keys, reverse the movement."""
@@ -140,7 +142,7 @@ class StickyRandomPolicy(Policy):
             pressed = {next(iter(pressed))} if pressed else set()
         self._current = pressed
         fs = self.spec.frame_skip
-        self._hold_left = self._hold_length(max(1, 8 // fs), max(2, 30 // fs))
+        self._hold_left = hold_length(self.rng, max(1, 8 // fs), max(2, 30 // fs))
         self._still = 0
 
     def reset(self, obs=None) -> None:
@@ -209,6 +211,8 @@ class HumanLikePolicy(StickyRandomPolicy):
             alts = [set(a) for a in alts if all(b in self._index for b in a)]
             if alts and (spec.action_kind == "multibinary" or all(self._encodable(a) for a in alts)):
                 self._modes.append((name, alts, max(1.0, lo * steps_per_s), max(1.0, hi * steps_per_s), w))
+        if all(m[0] == "stop" for m in self._modes):  # stopping (no buttons) fits every world: alone it is no play
+            self._modes = []
         self._mode: str | None = None
 
     def _encodable(self, pressed: set[str]) -> bool:

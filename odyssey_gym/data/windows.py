@@ -53,13 +53,18 @@ class FlatData:
             return np.zeros(0, np.int64)
         return np.flatnonzero(self.episode[: N - T + 1] == self.episode[T - 1:]).astype(np.int64)
 
-    def pick_windows(self, T: int, count: int, rng: np.random.Generator, repeat: bool = False) -> np.ndarray:
+    def pick_windows(self, T: int, count: int, rng: np.random.Generator, repeat: bool = False,
+                     episode_start: bool = False) -> np.ndarray:
         """Start indices of `count` random windows of T frames, distinct while the data has that many.
 
-        The one way eval, the probe and the strip draw windows, so the same seed picks the same windows in each.
-        With fewer starts than `count`, every start once in random order, or (`repeat`) `count` drawn with
-        replacement, for a caller that needs exactly `count`. No start at all: an empty array."""
+        The one way eval, the probe, the strip and the start bank draw windows from data in memory, so the same
+        seed picks the same windows in each. With fewer starts than `count`, every start once in random order, or
+        (`repeat`) `count` drawn with replacement, for a caller that needs exactly `count`. `episode_start`: only
+        windows that begin at an episode's first frame (a reset state), one per episode. No start at all: an
+        empty array."""
         starts = self.window_starts(T)
+        if episode_start:
+            starts = starts[self.first[starts]]
         if len(starts) == 0:
             return starts
         if len(starts) >= count:
@@ -109,6 +114,8 @@ class _ChunkCache:
 class WindowSampler:
     """Random windows of T frames inside one episode: `WindowSampler(dataset, T=16, seed=0).sample(32)`.
 
+    The way to read windows lazily from disk, chunk by chunk through a bounded cache, for data larger than RAM
+    (benchmarks/bench_data.py times it); draws from data in memory go through `FlatData.pick_windows`.
     `source` is a `Dataset` / `MultiDataset` (frames read lazily from disk) or a `FlatData`
     (in memory, or with frames=None and `source` set by `Dataset.flat(load_frames=False)`).
     """

@@ -7,38 +7,36 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.policies import held_key_choices
+from ..data.policies import HeldKeys
 
-# What the long-rollout player holds (button names, weight): mostly walking, turning while walking, some turns on
-# the spot, backing off, strafing and standing. Kept apart from the recording policies' table so the realism
-# numbers of every eval compare with each other.
-HELD_KEY_COMBOS: list[tuple[tuple[str, ...], float]] = [
-    (("MOVE_FORWARD",), 6.0), (("MOVE_FORWARD", "TURN_LEFT"), 3.0), (("MOVE_FORWARD", "TURN_RIGHT"), 3.0),
-    (("TURN_LEFT",), 2.0), (("TURN_RIGHT",), 2.0), (("MOVE_BACKWARD",), 1.0), (("MOVE_LEFT",), 1.0),
-    (("MOVE_RIGHT",), 1.0), ((), 1.0), (("MOVE_FORWARD", "MOVE_LEFT"), 1.0),
-]
+
+def _raw(spec, combos) -> np.ndarray:
+    """Sets of button names -> raw actions: (n, buttons) int8 rows (multibinary) or action indices (discrete)."""
+    if spec.action_kind == "multibinary":
+        return np.array([[int(b in c) for b in spec.buttons] for c in combos], dtype=np.int8)
+    codes = [tuple(int(b in c) for b in spec.buttons) for c in combos]
+    return np.array([spec.discrete_actions.index(code) for code in codes])
 
 
 def held_key_choice_array(spec) -> tuple[np.ndarray, np.ndarray]:
-    """The world's held-key choices as raw actions: (n, buttons) int8 rows (multibinary) or action indices
-    (discrete), with their probabilities; derived from the world's button names."""
-    combos, weights = held_key_choices(spec, HELD_KEY_COMBOS)
-    if spec.action_kind == "multibinary":
-        return np.array([[int(b in c) for b in spec.buttons] for c in combos], dtype=np.int8), weights
-    codes = [tuple(int(b in c) for b in spec.buttons) for c in combos]
-    return np.array([spec.discrete_actions.index(code) for code in codes]), weights
+    """The world's held-key choices (`HeldKeys`, the recording policy's) as raw actions, with their probabilities."""
+    holds = HeldKeys(spec)
+    return _raw(spec, holds.combos), holds.p
 
 
-def held_key_actions(spec, steps: int, num_envs: int, seed: int = 0, min_hold: int = 2, max_hold: int = 60) -> np.ndarray:
-    """Raw actions (steps, num_envs, *action_shape): each env holds a choice for a log-uniform duration."""
+def held_key_actions(spec, steps: int, num_envs: int, seed: int = 0, min_hold: int = 2,
+                     max_hold: int | None = None) -> np.ndarray:
+    """Raw actions (steps, num_envs, *action_shape): each env plays the world's `HeldKeys` process, the one the
+    sticky recording policy plays (without its wall escape, which needs frames)."""
     rng = np.random.default_rng(seed)
-    choices, weights = held_key_choice_array(spec)
+    holds = HeldKeys(spec, min_hold, max_hold)
+    choices = _raw(spec, holds.combos)
     out = np.empty((steps, num_envs, *spec.action_shape), dtype=spec.action_dtype)
     for e in range(num_envs):  # setup only, not a hot path
         t = 0
         while t < steps:
-            hold = int(np.exp(rng.uniform(np.log(min_hold), np.log(max_hold))))
-            out[t : t + hold, e] = choices[rng.choice(len(choices), p=weights)]
+            i, hold = holds.draw(rng)
+            out[t : t + hold, e] = choices[i]
             t += hold
     return out
 

@@ -369,10 +369,10 @@ def _strip(sampler, flat, k, seed, horizons=STRIP_HORIZONS):
     import torch
 
     h = max(horizons)
-    starts = flat.window_starts(k + h)
-    if len(starts) == 0:
+    pick = flat.pick_windows(k + h, 1, np.random.default_rng(seed + 2))
+    if len(pick) == 0:
         return None, None
-    s = np.random.default_rng(seed + 2).choice(starts)
+    s = int(pick[0])
     idx = s + np.arange(k + h)
     frames = torch.from_numpy(flat.frames[idx]).to(sampler.device)
     acts = torch.from_numpy(flat.actions[idx]).to(sampler.device)

@@ -121,9 +121,10 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
     """Reward and termination heads after one teacher-forced step, against the recorded signals.
 
     Half the windows end on a terminal frame (when the data has any), so termination recall is measured
-    on real deaths rather than on the rare ones a random draw would hit. A model with game state starts from the
-    recorded state of the context (so a death by HEALTH <= 0 is the sampler's `terminal_state` rule seeing the
-    modelled HEALTH) and its state after the step is scored per variable (`state_mae`).
+    on real deaths rather than on the rare ones a random draw would hit; that is why it picks its windows itself
+    and not with `FlatData.pick_windows`, whose draw is uniform over all windows. A model with game state starts
+    from the recorded state of the context (so a death by HEALTH <= 0 is the sampler's `terminal_state` rule seeing
+    the modelled HEALTH) and its state after the step is scored per variable (`state_mae`).
     """
     device = sampler.device
     rng = np.random.default_rng(seed)

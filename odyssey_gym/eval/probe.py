@@ -155,7 +155,7 @@ def _targets(actions, kind: str) -> torch.Tensor:
 
 
 def real_pairs(flat, starts: np.ndarray):
-    """(frames_t, frames_t+1, action into t+1) for transition starts t (from `flat.window_starts(2)`)."""
+    """(frames_t, frames_t+1, action into t+1) for transition starts t (from `flat.pick_windows(2, ...)`)."""
     if flat.frames is None:
         raise ValueError("the probe needs frames in memory (FlatData.frames is None)")
     starts = np.asarray(starts, np.int64)
@@ -187,8 +187,7 @@ def train_probe(flat, spec, steps: int = 2000, batch: int = 64, seed: int = 0, d
     bar = tqdm(range(steps), desc=f"{spec.name} probe", unit="step", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=1.0)
     for step in bar:
-        s = starts[rng.integers(0, len(starts), size=batch)]
-        ft, ft1, act = real_pairs(flat, s)
+        ft, ft1, act = real_pairs(flat, flat.pick_windows(2, batch, rng, repeat=True))
         y = _targets(act, spec.action_kind).to(device)
         logits = probe(ft, ft1)
         if spec.action_kind == "multibinary":

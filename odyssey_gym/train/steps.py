@@ -234,16 +234,13 @@ def _git_commit() -> str | None:
 
 
 def start_bank(flat, n: int, K: int, seed: int) -> dict[str, np.ndarray]:
-    """N real starting contexts of K frames (+ the actions into them), from distinct episodes when possible.
-    Windows start at an episode's first frame when it is long enough (a natural reset state)."""
-    rng = np.random.default_rng(seed)
-    starts = np.asarray(flat.window_starts(K), np.int64)
-    if starts.size == 0:
-        raise DataError(f"no episode is {K} frames long: cannot build a start bank")
-    first = np.asarray(flat.first, bool)
-    at_first = starts[first[starts]]
-    pool = at_first if at_first.size >= n else starts
-    pick = rng.choice(pool, size=n, replace=pool.size < n)
+    """N real starting contexts of K frames (+ the actions into them), drawn with `FlatData.pick_windows`: each
+    at a distinct episode's first frame (a natural reset state) when N episodes are K frames long, else anywhere."""
+    pick = flat.pick_windows(K, n, np.random.default_rng(seed), episode_start=True)
+    if len(pick) < n:  # too few episodes this long: any windows, repeated where even those are too few
+        pick = flat.pick_windows(K, n, np.random.default_rng(seed), repeat=True)
+        if len(pick) == 0:
+            raise DataError(f"no episode is {K} frames long: cannot build a start bank")
     idx = np.sort(pick)[:, None] + np.arange(K)[None, :]
     return {"frames": np.asarray(flat.frames)[idx].astype(np.uint8),
             "actions": np.asarray(flat.actions, np.float32)[idx]}

@@ -13,6 +13,29 @@ from typing import Literal
 import numpy as np
 
 
+# What a keyboard player holds at once (button names, weight): mostly walking forward, turning while walking, turns
+# on the spot, strafes, backing off, circle-strafes and standing, never opposite keys together. The weights are a
+# person's habits, which a key map cannot say, so they are a table; a world uses the entries whose buttons it has
+# (by name, so any button order works).
+KEYBOARD_HOLDS: tuple[tuple[tuple[str, ...], float], ...] = (
+    (("MOVE_FORWARD",), 6.0),
+    (("MOVE_FORWARD", "TURN_LEFT"), 3.0),
+    (("MOVE_FORWARD", "TURN_RIGHT"), 3.0),
+    (("TURN_LEFT",), 2.0),
+    (("TURN_RIGHT",), 2.0),
+    (("MOVE_LEFT",), 1.0),
+    (("MOVE_RIGHT",), 1.0),
+    (("MOVE_FORWARD", "MOVE_LEFT"), 1.0),
+    (("MOVE_FORWARD", "MOVE_RIGHT"), 1.0),
+    (("MOVE_BACKWARD",), 1.0),
+    (("MOVE_BACKWARD", "TURN_LEFT"), 0.5),
+    (("MOVE_BACKWARD", "TURN_RIGHT"), 0.5),
+    (("MOVE_LEFT", "TURN_RIGHT"), 0.5),  # circle-strafe
+    (("MOVE_RIGHT", "TURN_LEFT"), 0.5),
+    ((), 1.0),
+)
+
+
 @dataclass(frozen=True)
 class WorldSpec:
     name: str  # "doom-explore"
@@ -34,6 +57,9 @@ class WorldSpec:
     death_penalty: float | None = None
     # human key map: key name (pygame.key.name style: "w", "left", "space") -> button index
     keys: dict[str, int] = field(default_factory=dict)
+    # the key combinations a held-key player holds, (button names, weight): what the sticky recording policy and
+    # eval's long held-key rollouts both play (data.policies.HeldKeys); changing them changes recordings
+    held_keys: tuple[tuple[tuple[str, ...], float], ...] = KEYBOARD_HOLDS
     reward_meaning: str = ""
     description: str = ""
     # game variables recorded beside every frame (vizdoom GameVariable names): the state a frame does not show,
