@@ -102,6 +102,15 @@ def test_config_checks_the_energy_settings():
         DynamicsConfig(target_loss="energy", energy_lambda=1.5)
     with pytest.raises(ValueError, match="energy_patch"):
         DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=3)
+    with pytest.raises(ValueError, match="energy_patch"):
+        DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=[2, 3])
+    assert DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=[2, 0]).energy_patch == (2, 0)
+    assert DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=[4]).energy_patch == 4
+    import dataclasses
+    import json
+
+    cfg = DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=(2, 0))
+    assert DynamicsConfig(**json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg  # config.json keeps the scales
 
 
 def test_energy_loss_reports_the_samples_spread_and_trains_the_heads_once():

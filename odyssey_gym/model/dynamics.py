@@ -82,9 +82,11 @@ class DynamicsConfig:
     target_loss: str = "mse"
     energy_lambda: float = 1.0  # weight of the spread between the two samples: 1 is the proper energy score, 0 an L2 regression
     # the region each energy-score distance is taken over: 0 the whole frame, k a k x k patch of latent cells (the
-    # score is then the mean of one proper score per patch). A whole-frame distance is satisfied by spread of the
-    # right total size anywhere, e.g. fine noise; per-patch distances ask each region for its own spread.
-    energy_patch: int = 0
+    # score is then the mean of one proper score per patch), or a list of these whose scores are averaged. A
+    # whole-frame distance is satisfied by spread of the right total size anywhere, e.g. noise where the frame is
+    # certain; per-patch distances ask each region for its own spread but score only each patch's marginal, so
+    # patches may disagree; the whole frame beside them keeps the sum strictly proper.
+    energy_patch: int | tuple[int, ...] = 0
     # what the first sampling pass starts from: "noise" (sigma_max * noise) or "previous" (the previous frame's
     # latent + sigma_max * noise: the new frame starts as the last one, noised, so the first pass mostly has to
     # move what changed). Training feeds frames at sigma >= sigma_max exactly this input.
@@ -123,9 +125,11 @@ class DynamicsConfig:
                              f"frame against the same clean context), got {self.objective!r}")
         if not 0.0 <= float(self.energy_lambda) <= 1.0:
             raise ValueError(f"energy_lambda must lie in [0, 1], got {self.energy_lambda!r}")
-        if self.energy_patch < 0 or (self.energy_patch and (h % self.energy_patch or w % self.energy_patch)):
-            raise ValueError(f"energy_patch must be 0 (the whole frame) or divide latent_size {self.latent_size}, "
-                             f"got {self.energy_patch!r}")
+        patches = self.energy_patch if isinstance(self.energy_patch, (list, tuple)) else (self.energy_patch,)
+        if not patches or any(not isinstance(k, int) or k < 0 or (k and (h % k or w % k)) for k in patches):
+            raise ValueError(f"energy_patch must be 0 (the whole frame), a side that divides latent_size "
+                             f"{self.latent_size}, or a list of these; got {self.energy_patch!r}")
+        self.energy_patch = tuple(patches) if len(patches) > 1 else patches[0]
         if self.attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
         if self.attention == "flex" and self.dropout > 0:
@@ -161,14 +165,19 @@ def previous_state(state: torch.Tensor, first: torch.Tensor | None = None) -> to
 
 
 def energy_score(a: torch.Tensor, b: torch.Tensor, target: torch.Tensor, lam: float = 1.0, eps: float = 1e-6,
-                 patch: int = 0):
+                 patch: int | tuple[int, ...] = 0):
     """The energy score of two samples a, b (B, T, ...) of each frame against its true value, per frame (B, T),
     and the samples' spread (their RMS distance).
 
     E|X - y| - lam/2 |X - X'| with RMS distances: for lam = 1 it is strictly proper (lowest in expectation only
     when the samples are drawn from the true distribution of y), so unlike the squared error it does not reward
     the mean of several possible frames. `eps` keeps the gradient finite where a sample equals the target.
-    `patch` > 0 takes the distances over patch x patch regions of (B, T, C, H, W) frames and averages the scores."""
+    `patch` > 0 takes the distances over patch x patch regions of (B, T, C, H, W) frames and averages the scores;
+    a tuple of such sides averages the score (and spread) of each."""
+    if isinstance(patch, (list, tuple)):
+        parts = [energy_score(a, b, target, lam, eps, k) for k in patch]
+        return torch.stack([p[0] for p in parts]).mean(0), torch.stack([p[1] for p in parts]).mean(0)
+
     def dist(x, y):
         d2 = (x.float() - y.float()).pow(2)
         if patch:
