@@ -401,18 +401,23 @@ def finished_report(path: Path) -> dict[str, Any] | None:
 
 def eval_stage(stage: str, weights: Path, out: Path, plan: Plan, clock: Clock) -> dict[str, Any]:
     """`odyssey-gym eval` of `weights` on the held-out data into `out`, unless a finished report is there."""
+    argv = ["--world", plan.world, "--weights", str(weights), "--data", *map(str, plan.heldout_dirs),
+            "--out", str(out), "--device", plan.device, *(["--probe", str(plan.probe)] if plan.probe else []),
+            *plan.eval_args]
+    return eval_into(stage, argv, out, clock)
+
+
+def eval_into(stage: str, argv: list[str], out: Path, clock: Clock) -> dict[str, Any]:
+    """`odyssey-gym eval argv` (whose --out is `out`), unless a finished report is there; the report."""
     report = finished_report(out / REPORT_NAME)
     if report is not None:
         clock(stage, f"skipped, {out / REPORT_NAME} exists ({headline(report)})")
         return report
-    argv = ["--world", plan.world, "--weights", str(weights), "--data", *map(str, plan.heldout_dirs),
-            "--out", str(out), "--device", plan.device, *(["--probe", str(plan.probe)] if plan.probe else []),
-            *plan.eval_args]
     rc = run_command("eval", argv)
     report = finished_report(out / REPORT_NAME)
     if rc != 0 or report is None:
         raise StageFailed(f"eval {stage} failed (exit status {rc}) for odyssey-gym eval {shlex.join(argv)}", rc)
-    clock(stage, f"evaluated {weights} -> {out / REPORT_NAME} ({headline(report)})")
+    clock(stage, f"evaluated {argv[argv.index('--weights') + 1]} -> {out / REPORT_NAME} ({headline(report)})")
     return report
 
 
@@ -430,26 +435,35 @@ def headline(report: dict[str, Any]) -> str:
 
 def train_stage(plan: Plan, clock: Clock) -> None:
     """Dynamics from WEIGHTS for --minutes, exported; a run cut off before its export resumes from its checkpoint."""
-    from . import checkpoint as ckpt
-
-    if (plan.export / SUMMARY_NAME).is_file():
-        clock("train", f"skipped, {plan.export} holds an export")
-        return
-    run_dir = plan.work / "run"
-    resume = bool(ckpt.list_checkpoints(run_dir))
     # --init-from stays with --resume: the checkpoint overrides its weights, and the export still appends this
     # leg to WEIGHTS' campaign log
     argv = ["--config", str(plan.config), *[a for d in plan.train_dirs for a in ("--data", str(d))],
-            "--out", str(run_dir), "--phase", "dyn", "--init-from", str(plan.weights),
-            "--max-minutes", str(plan.minutes), "--export", str(plan.export), *(["--resume"] if resume else []),
+            "--out", str(plan.work / "run"), "--phase", "dyn", "--init-from", str(plan.weights),
+            "--max-minutes", str(plan.minutes), "--export", str(plan.export),
             *([] if plan.device == "auto" else ["--device", plan.device]), *([] if plan.progress else ["--no-progress"])]
+    resumed = train_into(argv, plan.work / "run", plan.export)
+    if resumed is None:
+        clock("train", f"skipped, {plan.export} holds an export")
+        return
+    leg = load_summary(plan.export)["legs"][-1]
+    clock("train", f"{'resumed, ' if resumed else ''}trained {leg['steps']['dyn']}/{leg.get('dyn_steps_planned')} "
+                   f"dynamics steps, {leg['gpu_minutes']} GPU-minutes -> {plan.export}")
+
+
+def train_into(argv: list[str], run_dir: Path, export: Path) -> bool | None:
+    """`odyssey-gym train argv` (whose --out is `run_dir` and --export `export`) until `export` holds an export,
+    with --resume once `run_dir` holds a checkpoint. None: the export was there already; else whether it resumed."""
+    from . import checkpoint as ckpt
+
+    if (export / SUMMARY_NAME).is_file():
+        return None
+    resume = bool(ckpt.list_checkpoints(run_dir))
+    argv = [*argv, *(["--resume"] if resume else [])]
     rc = run_command("train", argv)
     release_memory()
-    if rc != 0 or not (plan.export / SUMMARY_NAME).is_file():
+    if rc != 0 or not (export / SUMMARY_NAME).is_file():
         raise StageFailed(f"train failed (exit status {rc}) for odyssey-gym train {shlex.join(argv)}", rc)
-    leg = load_summary(plan.export)["legs"][-1]
-    clock("train", f"{'resumed, ' if resume else ''}trained {leg['steps']['dyn']}/{leg.get('dyn_steps_planned')} "
-                   f"dynamics steps, {leg['gpu_minutes']} GPU-minutes -> {plan.export}")
+    return resume
 
 
 def release_memory() -> None:

@@ -24,12 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .campaign import load_summary
-from .leg import Clock, LegError, Recording, StageFailed, finished_report, headline, parse_recordings, record_one, \
-    release_memory, run_command
+from .campaign import SUMMARY_NAME, load_summary
+from .leg import Clock, LegError, Recording, StageFailed, eval_into, parse_recordings, record_one, train_into
 
-REPORT_NAME = "report.json"
-SUMMARY_NAME = "train_summary.json"
 # the recipe keys a leg's log may hold beside `config`, and where each goes in the YAML
 RECIPE_TRAIN_KEYS = ("dyn_batch_size", "dyn_lr", "unroll_start_frac", "unroll_len")
 RECIPE_DYNAMICS_KEYS = ("sigma_ctx_max", "p_context_aug", "p_sigma_max")
@@ -137,6 +134,7 @@ def leg_config(rep: LegReplay, out: Path) -> Path:
 
 
 def train_argv(rep: LegReplay, work: Path, init_from: Path | None, device: str, progress: bool) -> list[str]:
+    """The leg's `odyssey-gym train` options (`train_into` adds --resume where its run holds a checkpoint)."""
     leg_dir = work / "legs" / str(rep.number)
     argv = ["--config", str(leg_dir / "config.yaml"), *[a for name, _, _ in rep.datasets
                                                         for a in ("--data", str(work / "data" / name))],
@@ -153,7 +151,6 @@ def train_argv(rep: LegReplay, work: Path, init_from: Path | None, device: str, 
 def run(args: argparse.Namespace) -> int:
     from ..model import weights_dir
     from ..worlds import get_world
-    from . import checkpoint as ckpt
 
     clock = Clock()
     try:
@@ -191,22 +188,18 @@ def run(args: argparse.Namespace) -> int:
                     else:
                         record_one(world, r, work / "data" / name, clock, workers=w or args.workers,
                                    progress=progress)
-            export = work / "legs" / str(rep.number) / "export"
+            leg_dir = work / "legs" / str(rep.number)
+            export = leg_dir / "export"
             argv = train_argv(rep, work, init_from, args.device, progress)
             if args.dry_run:
                 print(f"odyssey-gym train {shlex.join(argv)}")
-            elif (export / SUMMARY_NAME).is_file():
-                clock(f"leg {rep.number}", f"skipped, {export} holds an export")
             else:
-                leg_config(rep, work / "legs" / str(rep.number) / "config.yaml")
-                resume = ["--resume"] if ckpt.list_checkpoints(work / "legs" / str(rep.number) / "run") else []
-                rc = run_command("train", argv + resume)
-                release_memory()
-                if rc != 0 or not (export / SUMMARY_NAME).is_file():
-                    raise StageFailed(f"leg {rep.number}: train failed (exit status {rc}) for odyssey-gym train "
-                                      f"{shlex.join(argv + resume)}", rc)
-                clock(f"leg {rep.number}", f"trained {rep.dyn_steps}/{rep.dyn_steps_planned} dynamics steps "
-                                           f"-> {export}")
+                if not (export / SUMMARY_NAME).is_file():
+                    leg_config(rep, leg_dir / "config.yaml")
+                resumed = train_into(argv, leg_dir / "run", export)
+                clock(f"leg {rep.number}", f"skipped, {export} holds an export" if resumed is None else
+                      f"{'resumed, ' if resumed else ''}trained {rep.dyn_steps}/{rep.dyn_steps_planned} dynamics "
+                      f"steps -> {export}")
             init_from = export
 
         if heldout:
@@ -221,13 +214,7 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             for r, d in zip(heldout, dirs):
                 record_one(world, r, d, clock, workers=args.workers, progress=progress)
-            report = finished_report(work / "eval" / REPORT_NAME)
-            if report is None:
-                rc = run_command("eval", argv)
-                report = finished_report(work / "eval" / REPORT_NAME)
-                if rc != 0 or report is None:
-                    raise StageFailed(f"eval failed (exit status {rc}) for odyssey-gym eval {shlex.join(argv)}", rc)
-            clock("eval", f"{work / 'eval' / REPORT_NAME}: {headline(report)}")
+            eval_into("eval", argv, work / "eval", clock)
         if not args.dry_run:
             clock("done", f"the replayed weights are {init_from}")
     except LegError as e:
