@@ -105,7 +105,6 @@ class StickyRandomPolicy(Policy):
         self.spec = spec
         self.rng = np.random.default_rng(rng)
         self.holds = HeldKeys(spec, min_hold, max_hold)
-        self.min_hold, self.max_hold = self.holds.min_hold, self.holds.max_hold
         self.still_threshold = float(still_threshold)
         self.stuck_steps = int(stuck_steps if stuck_steps is not None else max(2, 6 // spec.frame_skip))
         self._index = {b: i for i, b in enumerate(spec.buttons)}

@@ -506,8 +506,7 @@ def run_phase(s: Setup, run: RunState, ph: Phase) -> bool:
                 ph.bar.update(1)
             if out_of_time and run.step < ph.total:
                 save_checkpoint(s, run, ph)
-                limit = (f"step limit reached (--max-steps {s.args.max_steps})" if ph.name == "dyn"
-                         and s.args.max_steps is not None and run.step >= s.args.max_steps
+                limit = (f"step limit reached (--max-steps {s.args.max_steps})" if step_limit_reached(s, ph, run.step)
                          else f"time limit reached ({s.args.max_minutes} min)")
                 s.log(f"{limit} in phase {ph.name} at step {run.step}/{ph.total}; continue with --resume")
                 return False
@@ -576,12 +575,16 @@ def boundaries(s: Setup, step: int, ph: Phase, now: float) -> tuple[bool, bool, 
     tc = s.tc
     log_due = bool((tc.log_every_steps and step % tc.log_every_steps == 0)
                    or (tc.log_every_seconds and now - ph.t_log >= tc.log_every_seconds) or step == ph.total)
-    out_of_time = (s.deadline is not None and now >= s.deadline) or (
-        ph.name == "dyn" and s.args.max_steps is not None and step >= s.args.max_steps)
+    out_of_time = (s.deadline is not None and now >= s.deadline) or step_limit_reached(s, ph, step)
     save_due = bool((tc.save_every_steps and step % tc.save_every_steps == 0)
                     or (tc.save_every_seconds and now - ph.t_save >= tc.save_every_seconds))
     log_due, out_of_time, save_due = rank0_flags([log_due, out_of_time, save_due], s.info, s.device)
     return log_due, out_of_time, save_due
+
+
+def step_limit_reached(s: Setup, ph: Phase, step: int) -> bool:
+    """--max-steps: the dynamics phase stops at that step as at a time limit (the autoencoder phase runs whole)."""
+    return ph.name == "dyn" and s.args.max_steps is not None and step >= s.args.max_steps
 
 
 def log_metrics(s: Setup, run: RunState, ph: Phase) -> None:
