@@ -22,8 +22,6 @@ device (autoreset without a sync) and gives the same answer on the host.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,10 +29,10 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from odyssey_gym.envs.checks import (ResetNeeded, check_action_vectors, check_choice, check_max_episode_steps,
-                                     check_num_envs, check_reset_options, check_sampling_steps, discrete_actions,
-                                     env_seeds, is_int)
-from odyssey_gym.envs.weights import shipped_weights
+from odyssey_gym.envs.checks import (ResetNeeded, check_choice, check_max_episode_steps, check_num_envs,
+                                     check_reset_options, check_sampling_steps, discrete_actions, env_seeds, is_int)
+from odyssey_gym.envs.contexts import check_reset_mask, user_context
+from odyssey_gym.envs.weights import load_model_and_bank
 from odyssey_gym.model.sampler import mix32, seed_key
 from odyssey_gym.worlds import WorldSpec, get_world
 
@@ -79,46 +77,6 @@ def start_index(seed, count, n: int):
     """Index of env's `count`-th start context in a bank of `n`, given its seed (numpy or torch)."""
     m32 = 0xFFFFFFFF
     return mix32((seed_key(seed) + (count & m32) * 0x27D4EB2F + 0x165667B1) & m32) % n
-
-
-def _is_model(obj) -> bool:
-    return isinstance(obj, torch.nn.Module)
-
-
-def _load_weights(spec: WorldSpec, weights, start_bank):
-    """-> (model on cpu, bank frames (N,K,H,W,3) uint8 np or None, bank actions (N,K,A) float32 or None)."""
-    from odyssey_gym import model as om
-
-    if weights is None:
-        shipped_weights(spec.name)  # or the error that says how to pass weights
-        model = om.load(spec, device="cpu")
-        bank = start_bank if start_bank is not None else om.load_start_bank(spec.name)
-    elif _is_model(weights):
-        model = weights
-        bank = start_bank
-        if bank is None and weights.pretrained_dir is not None:
-            bank = om.load_start_bank(weights.pretrained_dir)
-        if getattr(model, "config", None) is not None:
-            om.check_world(model.config, spec, "weights")
-    elif isinstance(weights, (str, os.PathLike)):
-        path = Path(weights)
-        if not path.is_dir():
-            raise FileNotFoundError(f"weights={str(weights)!r} is not a directory (expected a dir with config.json + *.safetensors)")
-        model = om.load(spec, device="cpu", weights_dir=path)
-        bank = start_bank if start_bank is not None else om.load_start_bank(path)
-    else:
-        raise TypeError(f"weights must be None (shipped weights), a directory path or a WorldModel, got {type(weights).__name__}")
-
-    if bank is None:
-        return model, None, None
-    if isinstance(bank, dict):
-        frames, actions = bank["frames"], bank.get("actions")
-    else:
-        frames, actions = bank
-    frames = np.asarray(frames)
-    if actions is None:
-        actions = np.zeros((*frames.shape[:2], spec.action_dim), np.float32)
-    return model, frames, np.asarray(actions, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------
@@ -193,7 +151,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
         # model + sampler
-        model, bank_frames, bank_actions = _load_weights(spec, weights, start_bank)
+        model, bank_frames, bank_actions = load_model_and_bank(spec, weights, start_bank)
         self.model = model.to(self.device).eval()
         from odyssey_gym.model import Sampler
 
@@ -226,7 +184,6 @@ class WorldModelVectorEnv(VectorEnv):
         self.context_length = self.sampler.context_length
 
         H, W, _ = spec.frame_shape
-        self._frame_shape = (H, W, 3)
         if bank_frames is not None:
             if bank_frames.ndim != 5 or bank_frames.shape[2:] != (H, W, 3) or bank_frames.dtype != np.uint8:
                 raise ValueError(
@@ -354,82 +311,6 @@ class WorldModelVectorEnv(VectorEnv):
         self._reset_count += mask.long() if mask is not None else 1
         return self._bank_frames[idx], self._bank_actions[idx]
 
-    def _context_from_options(self, options: dict, mask_np: np.ndarray):
-        """User-given contexts -> (frames (B,K,H,W,3) uint8, actions (B,K,A) float32, state (B,K,S) float32 or
-        None) device tensors."""
-        spec, B = self.world, self.num_envs
-        frames = options["context"]
-        frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-        n_reset = int(mask_np.sum())
-        if frames.dtype != np.uint8:
-            raise ValueError(f"options['context'] must be uint8 frames, got dtype {frames.dtype}")
-        if frames.ndim == 4:
-            frames = np.broadcast_to(frames[None], (n_reset, *frames.shape))
-        if frames.ndim != 5 or frames.shape[2:] != self._frame_shape:
-            raise ValueError(
-                f"options['context'] must be (N, K, {self._frame_shape[0]}, {self._frame_shape[1]}, 3) or "
-                f"(K, H, W, 3) uint8, got {frames.shape}"
-            )
-        if frames.shape[0] not in (n_reset, B):
-            raise ValueError(
-                f"options['context'] has {frames.shape[0]} contexts; expected one per reset env ({n_reset}) or per env ({B})"
-            )
-        K = frames.shape[1]
-        actions = options.get("actions")
-        if actions is None:
-            act = np.zeros((frames.shape[0], K, spec.action_dim), np.float32)
-        else:
-            actions = actions.cpu().numpy() if isinstance(actions, torch.Tensor) else np.asarray(actions)
-            if actions.ndim >= 1 and actions.shape[-1:] == (spec.action_dim,) and actions.dtype.kind == "f":
-                act = actions.astype(np.float32)  # already model vectors
-                check_action_vectors(act, spec.action_kind)
-            elif spec.action_kind == "discrete":
-                act = spec.action_to_vector(discrete_actions(actions, spec.action_dim, "options['actions']"))
-            else:
-                if actions.dtype.kind == "f" and not np.isfinite(actions).all():
-                    raise ValueError("options['actions'] holds NaN or inf")
-                act = spec.action_to_vector(actions)
-            if act.ndim == 2:
-                act = np.broadcast_to(act[None], (frames.shape[0], *act.shape))
-            if act.shape != (frames.shape[0], K, spec.action_dim):
-                raise ValueError(
-                    f"options['actions'] must match the context: expected (N, {K}) raw actions or (N, {K}, {spec.action_dim}) "
-                    f"vectors, got {np.asarray(options['actions']).shape}"
-                )
-        full_f = np.zeros((B, *frames.shape[1:]), np.uint8)
-        full_a = np.zeros((B, K, spec.action_dim), np.float32)
-        if frames.shape[0] == B:
-            full_f[:], full_a[:] = frames, act
-        else:
-            full_f[mask_np], full_a[mask_np] = frames, act
-        state = self._state_from_options(options, frames.shape[0], K, mask_np)
-        return (torch.from_numpy(full_f).to(self.device), torch.from_numpy(full_a).to(self.device),
-                None if state is None else torch.from_numpy(state).to(self.device))
-
-    def _state_from_options(self, options: dict, n: int, K: int, mask_np: np.ndarray) -> np.ndarray | None:
-        """options['state']: the game variables each context frame ended in, (N, K, S) or (K, S), in the model's
-        `state_names` order -> (B, K, S) float32, or None when not given."""
-        if "state" not in options:
-            return None
-        names = self.state_names
-        if not names:
-            raise ValueError(f"options['state'] given, but the {self.world.name!r} world model has no game state")
-        st = options["state"]
-        st = st.cpu().numpy() if isinstance(st, torch.Tensor) else np.asarray(st, dtype=np.float32)
-        if st.ndim == 2:
-            st = np.broadcast_to(st[None], (n, *st.shape))
-        if st.shape != (n, K, len(names)):
-            raise ValueError(f"options['state'] must be (N, {K}, {len(names)}) values of {list(names)} (one row per "
-                             f"context frame), got {st.shape}")
-        if not np.isfinite(st).all():
-            raise ValueError("options['state'] holds NaN or inf")
-        full = np.zeros((self.num_envs, K, len(names)), np.float32)
-        if n == self.num_envs:
-            full[:] = st
-        else:
-            full[mask_np] = st
-        return full
-
     @property
     def state_names(self) -> tuple[str, ...]:
         """The game variables the model predicts (`info["state"]` columns), e.g. ("HEALTH",); () for none."""
@@ -449,18 +330,7 @@ class WorldModelVectorEnv(VectorEnv):
         super().reset(seed=env_seed[0] if env_seed is not None and is_int(seed) else None)
         mask_np = np.ones(B, dtype=bool)
         if "reset_mask" in options:
-            m = options.pop("reset_mask")
-            if isinstance(m, torch.Tensor):
-                m = m.cpu().numpy()
-            if not isinstance(m, np.ndarray):
-                raise TypeError(f"options['reset_mask'] must be a numpy bool array of shape ({B},), got {type(m).__name__}")
-            if m.shape != (B,):
-                raise ValueError(f"options['reset_mask'] must have shape ({B},), got {m.shape}")
-            if m.dtype != np.bool_:
-                raise TypeError(f"options['reset_mask'] must have dtype bool, got {m.dtype}")
-            if not m.any():
-                raise ValueError("options['reset_mask'] must select at least one env (all False given)")
-            mask_np = m
+            mask_np = check_reset_mask(options.pop("reset_mask"), B)
         if not self._has_reset and not mask_np.all():
             raise RuntimeError("the first reset() must reset every env (no reset_mask)")
         mask = torch.from_numpy(mask_np).to(self.device)
@@ -480,7 +350,7 @@ class WorldModelVectorEnv(VectorEnv):
 
         state = None
         if "context" in options:
-            frames, actions, state = self._context_from_options(options, mask_np)
+            frames, actions, state = user_context(options, self.world, B, mask_np, self.state_names).to(self.device)
             self._reset_count += mask.long()
         else:
             frames, actions = self._bank_context(mask)
