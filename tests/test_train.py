@@ -17,6 +17,8 @@ import torch
 
 from odyssey_gym.train import checkpoint as ckpt
 from odyssey_gym.train.config import ConfigError, from_dict, load_config
+from odyssey_gym.train.steps import model_config
+from odyssey_gym.worlds import get_world
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,6 +119,9 @@ def test_config_errors_are_clear(tmp_path):
     for path in shipped:
         cfg = load_config(path)
         assert cfg.train.dyn_steps > 0, path.name
+        if cfg.world is not None:  # its model builds, and its config.json gives the same config back
+            mcfg = model_config(cfg.model, get_world(cfg.world))
+            assert type(mcfg).from_dict(json.loads(json.dumps(mcfg.to_dict()))) == mcfg, path.name
     assert load_config(ROOT / "configs" / "tiny.yaml").world is None
 
 

@@ -188,6 +188,8 @@ def _check_values(cfg: WorldModelConfig) -> None:
             if isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
                 continue
             v = getattr(sub, f.name)
+            if isinstance(v, tuple) and "tuple" in str(f.type):
+                continue  # a number or a tuple of them (dynamics.energy_patch): its own __post_init__ checks each
             integral = isinstance(f.default, int)
             if not _is_number(v) or not math.isfinite(v) or (integral and not isinstance(v, numbers.Integral)):
                 kind = "an integer" if isinstance(f.default, int) else "a finite number"

@@ -74,18 +74,23 @@ def resolve_world(config_world: str | None, data_info: dict[str, Any], source: s
 # ============================================================================ model
 
 
-def build_model(model_cfg: dict[str, Any], world) -> torch.nn.Module:
-    """`model:` YAML -> WorldModel. `preset` picks WorldModelConfig.<preset>(); other keys override it."""
-    from ..model import WorldModel, WorldModelConfig
+def model_config(model_cfg: dict[str, Any], world):
+    """`model:` YAML -> WorldModelConfig. `preset` picks WorldModelConfig.<preset>(); other keys override it."""
+    from ..model import WorldModelConfig
 
     d = dict(model_cfg)
     preset = d.pop("preset", None)
     world_kw = {"world": world.name, "frame_size": tuple(world.frame_size), "action_dim": world.action_dim}
     if preset is not None:
-        cfg = WorldModelConfig.preset(preset, **world_kw, **d)
-    else:
-        cfg = WorldModelConfig.from_dict({**world_kw, **d})
-    return WorldModel(cfg)
+        return WorldModelConfig.preset(preset, **world_kw, **d)
+    return WorldModelConfig.from_dict({**world_kw, **d})
+
+
+def build_model(model_cfg: dict[str, Any], world) -> torch.nn.Module:
+    """`model:` YAML -> WorldModel (see `model_config`)."""
+    from ..model import WorldModel
+
+    return WorldModel(model_config(model_cfg, world))
 
 
 def load_pretrained_weights(model: torch.nn.Module, weights_dir: str) -> None:
