@@ -274,7 +274,7 @@ def test_fidelity_goes_through_the_env_api_and_matches_the_sampler():
     from tiny_weights import make_tiny_weights
     from odyssey_gym.envs.vector_env import WorldModelVectorEnv
     from odyssey_gym.eval.fidelity import blur2, horizon_fidelity
-    from odyssey_gym.eval.metrics import psnr
+    from odyssey_gym.eval.metrics import psnr, rms_distance
     from odyssey_gym.model import Sampler, WorldModel
 
     import tempfile
@@ -295,17 +295,30 @@ def test_fidelity_goes_through_the_env_api_and_matches_the_sampler():
         K = model.config.context_frames
         env = WorldModelVectorEnv("doom-takecover", num_envs=2, weights=model, backend="torch", max_episode_steps=0,
                                   autoreset_mode=AutoresetMode.DISABLED, termination="threshold")
+        seeds_used, reset = [], env.sampler.reset
+
+        def recording_reset(*args, **kw):  # the seeds of each context the eval gives the sampler
+            seeds_used.append(kw["seeds"].clone())
+            return reset(*args, **kw)
+
+        env.sampler.reset = recording_reset
         rep = horizon_fidelity(env, flat, K, horizons=(1, 2), windows=2, seed=3)
         assert rep["1"]["windows"] == 2 and np.isfinite(rep["1"]["teacher_forced_psnr"])
         # the same windows by hand through the sampler, with the env's seeding
         pick = np.random.default_rng(3).choice(flat.window_starts(K + 1), size=2, replace=False)
         idx = pick[:, None] + np.arange(K + 1)
         s = Sampler(model, batch_size=2)
-        seeds = env.sampler.seeds.clone()
+        seeds = seeds_used[1]  # after the env's own reset(seed=3): h = 1, open loop, first draw
         s.reset(torch.from_numpy(frames[idx[:, :K]]), torch.from_numpy(acts[idx[:, :K]]), seeds=seeds)
         gen, _, _ = s.step(torch.from_numpy(acts[idx[:, K]]))
         want = float(psnr(gen, torch.from_numpy(frames[idx[:, K]])).clamp_max(100).mean())
         assert rep["1"]["open_loop_psnr"] == pytest.approx(want, abs=0.05)
+        # the second draw is another sample of the same frame, and the energy score sees both
+        assert len(seeds_used) == 1 + 4 * 2 and not torch.equal(seeds_used[1], seeds_used[3])
+        r1 = rep["1"]
+        assert r1["teacher_forced_spread"] > 0 and 0 < r1["teacher_forced_energy"] < 1
+        assert r1["open_loop_copy_last_energy"] == pytest.approx(
+            float(rms_distance(torch.from_numpy(frames[idx[:, K - 1]]), torch.from_numpy(frames[idx[:, K]])).mean()))
     still = torch.from_numpy(frames[30:32])
     assert float(psnr(blur2(still), still).mean()) < 40  # a blur is not a copy: it loses detail
 
@@ -436,3 +449,36 @@ def test_heads_of_a_model_with_game_state_start_from_the_recorded_state_and_scor
     out = head_accuracy(s, flat, 3, windows=16)
     assert out["termination_recall"] == 1.0 and out["termination_false_positive_rate"] == 1.0  # always "dead"
     assert set(out["state_mae"]) == {"HEALTH"} and out["state_mae"]["HEALTH"] > 0
+
+
+def test_energy_score_prefers_draws_from_the_worlds_own_distribution_to_its_mean_or_misplaced_noise():
+    """Half of each next frame is certain, half shows +-a by a coin: the draws of a model that learned the coin
+    score best, the mean (a blur of the two) and spread in the certain half score worse, though the mean has
+    the best PSNR. A model that gives the same frame twice scores its RMS error, with no spread."""
+    from odyssey_gym.eval.metrics import energy_score, rms_distance
+
+    gen = torch.Generator().manual_seed(0)
+    n, a = 512, 40
+
+    def frames(coin, region):
+        x = torch.full((n, 8, 8, 3), 128, dtype=torch.int16)
+        x[:, region] += (coin * a).view(n, 1, 1, 1).to(torch.int16)
+        return x.clamp(0, 255).to(torch.uint8)
+
+    def coin():
+        return torch.randint(0, 2, (n,), generator=gen) * 2 - 1
+
+    top, bottom = slice(0, 4), slice(4, 8)
+    truth = frames(coin(), top)
+    score = {name: float(energy_score(d1, d2, truth)[0].mean()) for name, (d1, d2) in {
+        "draws": (frames(coin(), top), frames(coin(), top)),
+        "mean": (frames(torch.zeros(n), top),) * 2,
+        "misplaced": (frames(coin(), bottom), frames(coin(), bottom)),
+    }.items()}
+    assert score["draws"] < 0.75 * score["mean"] and score["draws"] < 0.75 * score["misplaced"], score
+    draw, mean = frames(coin(), top), frames(torch.zeros(n), top)
+    assert rms_distance(draw, truth).pow(2).mean() > rms_distance(mean, truth).pow(2).mean()  # the mean's lower MSE
+    e, spread = energy_score(draw, draw, truth)
+    assert torch.equal(spread, torch.zeros(n, dtype=spread.dtype)) and torch.allclose(e, rms_distance(draw, truth))
+    with pytest.raises(ValueError, match="shapes differ"):
+        rms_distance(draw, truth[:, :4])

@@ -80,11 +80,13 @@ def stage_lines(out: str) -> dict[str, str]:
 
 
 def set_before_psnr(work: Path, value: float) -> None:
-    """Make the "before" weights look as good (or bad) as `value` dB at every horizon."""
+    """Make the "before" weights look as good (or bad) as `value` dB at every horizon (an energy score to match:
+    0 for a perfect +1000 dB, 1 for -1000)."""
     p = work / "eval-before" / "report.json"
     r = json.loads(p.read_text())
     for v in r["fidelity"].values():
         v["teacher_forced_psnr"] = v["open_loop_psnr"] = value
+        v["teacher_forced_energy"] = v["open_loop_energy"] = 0.0 if value > 0 else 1.0
     p.write_text(json.dumps(r))
 
 
@@ -368,3 +370,24 @@ def test_landing_refuses_an_export_missing_a_listed_shard(tmp_path):
     with pytest.raises(legmod.StageFailed, match="lacks model-00002-of-00002"):
         legmod.land(export, weights)
     assert json.loads((weights / "config.json").read_text())["tag"] == "old"
+
+
+def with_energy(fidelity, tf1, ol_last):
+    out = {h: dict(v) for h, v in fidelity.items()}
+    first, last = min(out, key=int), max(out, key=int)
+    out[first]["tf_energy"], out[last]["ol_energy"] = tf1, ol_last
+    return out
+
+
+@pytest.mark.parametrize("tf_after, ol_after, expected", [
+    (0.05, 0.10, True),  # lower PSNR (a sharp draw misses by more than the mean), lower energy score: better
+    (0.07, 0.10, False),  # worse next-frame draws
+    (0.05, 0.13, False),  # worse drift
+])
+def test_improved_judges_frames_by_the_energy_score_where_both_evals_measured_it(tf_after, ol_after, expected):
+    before, after = with_energy(fid(20, 15), 0.06, 0.12), with_energy(fid(19, 14), tf_after, ol_after)
+    assert legmod.improved(before, after) is expected
+    assert legmod.improved(before, after, 1.0, 1.5) is False  # the rollout's realism still has to hold
+    # one side without energy scores (an older report): PSNR decides, as before
+    assert legmod.improved(fid(20, 15), after) is False and legmod.improved(before, fid(21, 16)) is True
+    assert "energy score" in legmod.compare({"before": before, "after": after})

@@ -431,6 +431,17 @@ def render_markdown(r: dict) -> str:
             f"{_fmt(v['teacher_forced_copy_last_psnr'])} / {_fmt(v['open_loop_copy_last_psnr'])} | "
             f"{tf_gap:+.2f} / {ol_gap:+.2f} | {_fmt(v.get('blurred_real_psnr'))} |"
         )
+    energy = {h: v for h, v in r["fidelity"].items() if v.get("windows") and "teacher_forced_energy" in v}
+    if energy:
+        lines += ["", "Energy score of two draws from the same history (RMS distance, 0-1 range; lower is better; "
+                  "a model that gives the same frame each time scores its RMS error, so a blur cannot pass for it):", "",
+                  "| horizon | teacher-forced (spread) | open-loop (spread) | copy-last (tf / ol) | real blurred 2 px |",
+                  "|---|---|---|---|---|"]
+        for h, v in energy.items():
+            lines.append(f"| {h} | {_fmt(v['teacher_forced_energy'], 4)} ({_fmt(v['teacher_forced_spread'], 4)}) | "
+                         f"{_fmt(v['open_loop_energy'], 4)} ({_fmt(v['open_loop_spread'], 4)}) | "
+                         f"{_fmt(v['teacher_forced_copy_last_energy'], 4)} / {_fmt(v['open_loop_copy_last_energy'], 4)} | "
+                         f"{_fmt(v['blurred_real_energy'], 4)} |")
     ae = r["autoencoder"]
     lines += ["", f"Autoencoder reconstruction: PSNR {_fmt(ae['psnr'])} dB, SSIM {_fmt(ae['ssim'], 3)} ({ae['frames']} frames).", ""]
     hd = r["heads"]

@@ -4,6 +4,8 @@ Teacher-forced at horizon h: the K real frames before frame t+h, one model step,
 real frame (so it is the one-step error at the same positions as the open-loop numbers).
 Open-loop at horizon h: K real frames, then h model steps on the true actions, each step
 conditioned on the model's own frames. The baseline copies the last real frame it was given.
+Each is drawn twice (the sampler's noise differs from reset to reset): PSNR and SSIM score the first draw, the
+energy score both (see `metrics.energy_score`: a blur cannot pass for it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .metrics import mean_finite_db, psnr, ssim
+from .metrics import energy_score, mean_finite_db, psnr, rms_distance, ssim
 
 
 def _gather(flat, idx: np.ndarray, device):
@@ -51,7 +53,8 @@ def blur2(frames: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: int = 64, seed: int = 0) -> dict:
-    """PSNR/SSIM per horizon, teacher-forced and open-loop, beside copy-last-frame, through the public env API.
+    """PSNR/SSIM and the energy score per horizon, teacher-forced and open-loop, beside copy-last-frame, through the
+    public env API.
 
     `env` is a `WorldModelVectorEnv` (torch backend, autoreset disabled, no time limit inside a window): each
     window is `reset(options={"context": K real frames, "actions": the actions into them})`, then `step(true
@@ -64,8 +67,8 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
     rng = np.random.default_rng(seed)
     out: dict[str, dict] = {}
     env.reset(seed=seed)
-    # the slowest part of an eval on a CPU (two context prefills and h + 1 steps a horizon): show how far it is
-    bar = tqdm(total=sum(h + 1 for h in horizons), desc=f"{spec.name} fidelity", unit="step", file=sys.stderr,
+    # the slowest part of an eval on a CPU (four context prefills and 2 (h + 1) steps a horizon): show how far it is
+    bar = tqdm(total=sum(2 * (h + 1) for h in horizons), desc=f"{spec.name} fidelity", unit="step", file=sys.stderr,
                mininterval=2, dynamic_ncols=True)
     for h in horizons:
         starts = flat.pick_windows(context + h, windows, rng)
@@ -83,20 +86,26 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
             reps = torch.zeros(B - x.shape[0], dtype=torch.long, device=device)
             return torch.cat([x, x[reps]], 0)
 
-        # open loop: real start, true actions, own frames
-        env.reset(options={"context": pad(frames[:, :context]), "actions": pad(actions[:, :context])})
-        for i in range(h):
-            gen, *_ = env.step(_env_actions(spec, pad(actions[:, context + i])))
+        def open_loop():  # real start, true actions, own frames
+            env.reset(options={"context": pad(frames[:, :context]), "actions": pad(actions[:, :context])})
+            for i in range(h):
+                gen, *_ = env.step(_env_actions(spec, pad(actions[:, context + i])))
+                bar.update(1)
+            return torch.as_tensor(gen).to(device)[:b]
+
+        def teacher_forced():  # real context right before the target
+            env.reset(options={"context": pad(frames[:, h - 1 : context + h - 1]),
+                               "actions": pad(actions[:, h - 1 : context + h - 1])})
+            gen, *_ = env.step(_env_actions(spec, pad(actions[:, context + h - 1])))
             bar.update(1)
+            return torch.as_tensor(gen).to(device)[:b]
+
         target = frames[:, context + h - 1]
-        ol = torch.as_tensor(gen).to(device)[:b]
-        ol_copy = frames[:, context - 1]
-        # teacher forced: real context right before the target
-        env.reset(options={"context": pad(frames[:, h - 1 : context + h - 1]), "actions": pad(actions[:, h - 1 : context + h - 1])})
-        tf, *_ = env.step(_env_actions(spec, pad(actions[:, context + h - 1])))
-        bar.update(1)
-        tf = torch.as_tensor(tf).to(device)[:b]
-        tf_copy = frames[:, context + h - 2]
+        ol, tf = open_loop(), teacher_forced()
+        ol2, tf2 = open_loop(), teacher_forced()  # second draws, for the energy score
+        ol_copy, tf_copy = frames[:, context - 1], frames[:, context + h - 2]
+        ol_energy, ol_spread = energy_score(ol, ol2, target)
+        tf_energy, tf_spread = energy_score(tf, tf2, target)
         r = {
             "windows": b,
             "teacher_forced_psnr": mean_finite_db(psnr(tf, target)),
@@ -108,6 +117,13 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
             "open_loop_copy_last_psnr": mean_finite_db(psnr(ol_copy, target)),
             "open_loop_copy_last_ssim": float(ssim(ol_copy, target).mean()),
             "blurred_real_psnr": mean_finite_db(psnr(blur2(target), target)),
+            "teacher_forced_energy": float(tf_energy.mean()),
+            "teacher_forced_spread": float(tf_spread.mean()),
+            "teacher_forced_copy_last_energy": float(rms_distance(tf_copy, target).mean()),
+            "open_loop_energy": float(ol_energy.mean()),
+            "open_loop_spread": float(ol_spread.mean()),
+            "open_loop_copy_last_energy": float(rms_distance(ol_copy, target).mean()),
+            "blurred_real_energy": float(rms_distance(blur2(target), target).mean()),
         }
         r["teacher_forced_gap_db"] = r["teacher_forced_psnr"] - r["teacher_forced_copy_last_psnr"]
         r["open_loop_gap_db"] = r["open_loop_psnr"] - r["open_loop_copy_last_psnr"]

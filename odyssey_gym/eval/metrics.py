@@ -2,6 +2,11 @@
 
 PSNR and SSIM follow the usual definitions on 8-bit RGB (data range 255; SSIM with an 11-tap
 Gaussian window, sigma 1.5, averaged over channels), so numbers compare with GameNGen/DIAMOND.
+
+PSNR scores one frame against the truth, so where the next frame is uncertain the best it can ask for is the
+mean of the possible frames: a blur. `energy_score` scores a model's draws as a distribution (two draws from
+the same history), and is lowest for a model that draws frames as the world does; for a model that always gives
+the same frame it is that frame's RMS error.
 """
 
 from __future__ import annotations
@@ -53,6 +58,24 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     sxy = F.conv2d(x * y, w, groups=3) - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.mean(dim=(1, 2, 3)).reshape(lead)
+
+
+def rms_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-frame RMS distance of uint8 frames in units of the full range (0: equal, 1: black against white)."""
+    if a.shape != b.shape:
+        raise ValueError(f"rms_distance: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    lead = a.shape[:-3]
+    d = ((_as_float(a) - _as_float(b)) / 255.0) ** 2
+    return d.mean(dim=(1, 2, 3)).sqrt().reshape(lead)
+
+
+def energy_score(draw1: torch.Tensor, draw2: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame energy score of two independent draws against the real frame, and its spread term:
+    E|X - y| - 1/2 E|X - X'| with RMS distances, estimated from the two draws (lower is better). A strictly proper
+    score: its expectation is lowest when the draws come from the real frames' own distribution, so neither a
+    blur (no spread, the error of the mean) nor noise (spread where the frame is certain) passes for it."""
+    spread = 0.5 * rms_distance(draw1, draw2)
+    return 0.5 * (rms_distance(draw1, target) + rms_distance(draw2, target)) - spread, spread
 
 
 def mean_finite_db(values: torch.Tensor, cap: float = 100.0) -> float:

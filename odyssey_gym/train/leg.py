@@ -40,6 +40,7 @@ INDEX_NAME = "model.safetensors.index.json"  # the standard shard index save_pre
 REPORT_NAME = "report.json"
 LANDING_PREFIX = ".landing-"
 PSNR_DECIMALS = 3  # what the campaign log keeps (and `improved` compares): a thousandth of a dB
+ENERGY_DECIMALS = 5  # the energy score (RMS distance, 0-1 range) as the campaign log keeps it
 REALISM_DECIMALS = 3  # the rollout realism (a Fréchet distance) as the campaign log keeps it
 REALISM_SLACK = 0.10  # how much worse the rollout's realism may get (the card's minute-5-vs-minute-1 tolerance)
 SHOWN_SEEDS = 3  # shared seeds named in the refusal
@@ -422,12 +423,15 @@ def eval_into(stage: str, argv: list[str], out: Path, clock: Clock) -> dict[str,
 
 
 def headline(report: dict[str, Any]) -> str:
-    """The two numbers `improved` compares, for a progress line."""
+    """The numbers `improved` compares, for a progress line."""
     fid = fidelity(report)
     if not fid:
         return "no horizon had a long enough held-out window"
     tf_h, ol_h = min(fid, key=int), max(fid, key=int)
-    return f"teacher-forced PSNR h={tf_h} {fid[tf_h]['tf_psnr']} dB, open-loop PSNR h={ol_h} {fid[ol_h]['ol_psnr']} dB"
+    text = f"teacher-forced PSNR h={tf_h} {fid[tf_h]['tf_psnr']} dB, open-loop PSNR h={ol_h} {fid[ol_h]['ol_psnr']} dB"
+    if "tf_energy" in fid[tf_h] and "ol_energy" in fid[ol_h]:
+        text += f"; energy score {fid[tf_h]['tf_energy']} / {fid[ol_h]['ol_energy']}"
+    return text
 
 
 # ---------------------------------------------------------------------------- 3. train
@@ -481,11 +485,17 @@ def release_memory() -> None:
 
 
 def fidelity(report: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """report.json's per-horizon fidelity, reduced to what the campaign log keeps (horizons that were measured)."""
+    """report.json's per-horizon fidelity, reduced to what the campaign log keeps (horizons that were measured;
+    the energy scores where the eval measured them)."""
     keys = {"tf_psnr": "teacher_forced_psnr", "ol_psnr": "open_loop_psnr",
             "copy_last_tf": "teacher_forced_copy_last_psnr", "copy_last_ol": "open_loop_copy_last_psnr"}
-    return {h: {k: round(float(v[src]), PSNR_DECIMALS) for k, src in keys.items()}
-            for h, v in (report.get("fidelity") or {}).items() if v.get("windows")}
+    energy = {"tf_energy": "teacher_forced_energy", "ol_energy": "open_loop_energy"}
+    out = {}
+    for h, v in (report.get("fidelity") or {}).items():
+        if v.get("windows"):
+            out[h] = {k: round(float(v[src]), PSNR_DECIMALS) for k, src in keys.items()}
+            out[h].update({k: round(float(v[src]), ENERGY_DECIMALS) for k, src in energy.items() if src in v})
+    return out
 
 
 def realism(report: dict[str, Any]) -> float | None:
@@ -502,18 +512,27 @@ def realism(report: dict[str, Any]) -> float | None:
 def improved(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
              realism_before: float | None = None, realism_after: float | None = None) -> bool:
     """New weights count as better only if no worse on what a player sees: the next frame from the true history
-    (teacher-forced PSNR at the smallest horizon both measured, 1 by default), drift over a long imagined stretch
-    (open-loop PSNR at the largest horizon both measured), and, where both evals ran the long rollout, its realism
+    (teacher-forced, at the smallest horizon both measured, 1 by default), drift over a long imagined stretch
+    (open-loop, at the largest horizon both measured), and, where both evals ran the long rollout, its realism
     (at most REALISM_SLACK worse). Each alone can be gamed: blur lifts PSNR at every horizon while long rollouts
-    fade to flat rooms, so all must hold; no shared horizon (or a NaN) is not better."""
+    fade to flat rooms, so all must hold; no shared horizon (or a NaN) is not better.
+
+    Frames are judged by the energy score of two draws where both evals measured it, else by PSNR. PSNR's best
+    answer to an uncertain future is the mean of the possible frames, so it refuses a model that learned to
+    draw sharp frames (each draw, however right, misses the truth by more than the mean does); the energy score
+    is lowest for draws from the real frames' distribution, and for a model that draws the same frame each
+    time it is that frame's RMS error."""
     shared = sorted(set(before) & set(after), key=int)
     if not shared:
         return False
     tf, ol = shared[0], shared[-1]
-    psnr_ok = after[tf]["tf_psnr"] >= before[tf]["tf_psnr"] and after[ol]["ol_psnr"] >= before[ol]["ol_psnr"]
+    if all("tf_energy" in d[tf] and "ol_energy" in d[ol] for d in (before, after)):
+        frames_ok = after[tf]["tf_energy"] <= before[tf]["tf_energy"] and after[ol]["ol_energy"] <= before[ol]["ol_energy"]
+    else:
+        frames_ok = after[tf]["tf_psnr"] >= before[tf]["tf_psnr"] and after[ol]["ol_psnr"] >= before[ol]["ol_psnr"]
     if realism_before is None or realism_after is None:
-        return psnr_ok
-    return psnr_ok and realism_after <= realism_before * (1.0 + REALISM_SLACK)  # NaN compares False: not better
+        return frames_ok
+    return frames_ok and realism_after <= realism_before * (1.0 + REALISM_SLACK)  # NaN compares False: not better
 
 
 def compare(entry: dict[str, Any]) -> str:
@@ -525,6 +544,9 @@ def compare(entry: dict[str, Any]) -> str:
     tf, ol = shared[0], shared[-1]
     text = (f"teacher-forced h={tf} {before[tf]['tf_psnr']} -> {after[tf]['tf_psnr']} dB, "
             f"open-loop h={ol} {before[ol]['ol_psnr']} -> {after[ol]['ol_psnr']} dB")
+    if all("tf_energy" in d[tf] and "ol_energy" in d[ol] for d in (before, after)):
+        text += (f"; energy score (lower is better, decides) teacher-forced {before[tf]['tf_energy']} -> "
+                 f"{after[tf]['tf_energy']}, open-loop {before[ol]['ol_energy']} -> {after[ol]['ol_energy']}")
     if entry.get("realism_before") is not None and entry.get("realism_after") is not None:
         text += f", rollout realism {entry['realism_before']} -> {entry['realism_after']} (lower is better)"
     return text
