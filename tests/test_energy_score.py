@@ -104,6 +104,9 @@ def test_config_checks_the_energy_settings():
         DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=3)
     with pytest.raises(ValueError, match="energy_patch"):
         DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=[2, 3])
+    for bad in ([2, True], [True, False], [2, 2]):  # a YAML `true` is not a patch side; a scale twice is a typo
+        with pytest.raises(ValueError, match="energy_patch"):
+            DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=bad)
     assert DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=[2, 0]).energy_patch == (2, 0)
     assert DynamicsConfig(target_loss="energy", latent_size=(16, 20), energy_patch=[4]).energy_patch == 4
     import dataclasses

@@ -126,9 +126,10 @@ class DynamicsConfig:
         if not 0.0 <= float(self.energy_lambda) <= 1.0:
             raise ValueError(f"energy_lambda must lie in [0, 1], got {self.energy_lambda!r}")
         patches = self.energy_patch if isinstance(self.energy_patch, (list, tuple)) else (self.energy_patch,)
-        if not patches or any(not isinstance(k, int) or k < 0 or (k and (h % k or w % k)) for k in patches):
+        if (not patches or len(set(patches)) < len(patches)
+                or any(not isinstance(k, int) or isinstance(k, bool) or k < 0 or (k and (h % k or w % k)) for k in patches)):
             raise ValueError(f"energy_patch must be 0 (the whole frame), a side that divides latent_size "
-                             f"{self.latent_size}, or a list of these; got {self.energy_patch!r}")
+                             f"{self.latent_size}, or a list of different ones; got {self.energy_patch!r}")
         self.energy_patch = tuple(patches) if len(patches) > 1 else patches[0]
         if self.attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
