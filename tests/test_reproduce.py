@@ -10,6 +10,7 @@ import pytest
 
 from odyssey_gym.cli import main
 from odyssey_gym.train.campaign import load_summary
+from odyssey_gym.train.reproduce import leg_config, leg_replay
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = "gym:CartPole-v1"
@@ -81,3 +82,27 @@ def test_bad_requests_and_old_logs_are_refused_by_name(campaign, tmp_path, capsy
     (old / "train_summary.json").write_text(json.dumps(summary))
     assert main(["reproduce", WORLD, "--weights", str(old), "--work", str(tmp_path / "b"), "--dry-run"]) == 2
     assert "cannot be replayed" in capsys.readouterr().err
+
+
+def test_a_recipe_the_config_file_no_longer_names_goes_into_the_replayed_config(campaign, tmp_path):
+    """A leg trained before a default changed (the objective, the termination weight) replays what it ran."""
+    import yaml
+
+    leg = load_summary(campaign / "w2")["legs"][0]
+    leg["recipe"].update(objective="diffusion_forcing", term_pos_weight=1.0, dyn_lr=1e-4)
+    out = leg_config(leg_replay(1, leg, campaign / "configs"), tmp_path / "config.yaml")
+    d = yaml.safe_load(out.read_text())
+    assert d["model"]["dynamics"]["objective"] == "diffusion_forcing"
+    assert d["model"]["dynamics"]["term_pos_weight"] == 1.0
+    assert d["train"]["dyn_lr"] == 1e-4
+
+
+@pytest.mark.parametrize("world", ["doom-explore", "doom-takecover"])
+def test_every_shipped_campaign_replays(world, tmp_path, capsys):
+    """Each shipped world's card reproduces with `odyssey-gym reproduce WORLD`: its log names every leg's config,
+    recordings and steps (checked by a dry run, which records and trains nothing)."""
+    assert main(["reproduce", world, "--work", str(tmp_path / "w"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    legs = load_summary(ROOT / "odyssey_gym" / "weights" / world)["legs"]
+    assert printed.count("odyssey-gym train") == len(legs)
+    assert not (tmp_path / "w").exists()

@@ -29,7 +29,7 @@ from .leg import Clock, LegError, Recording, StageFailed, eval_into, parse_recor
 
 # the recipe keys a leg's log may hold beside `config`, and where each goes in the YAML
 RECIPE_TRAIN_KEYS = ("dyn_batch_size", "dyn_lr", "unroll_start_frac", "unroll_len")
-RECIPE_DYNAMICS_KEYS = ("sigma_ctx_max", "p_context_aug", "p_sigma_max")
+RECIPE_DYNAMICS_KEYS = ("objective", "term_pos_weight", "sigma_ctx_max", "p_context_aug", "p_sigma_max")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
