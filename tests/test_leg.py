@@ -391,3 +391,27 @@ def test_improved_judges_frames_by_the_energy_score_where_both_evals_measured_it
     # one side without energy scores (an older report): PSNR decides, as before
     assert legmod.improved(fid(20, 15), after) is False and legmod.improved(before, fid(21, 16)) is True
     assert "energy score" in legmod.compare({"before": before, "after": after})
+
+
+def test_each_stage_compiles_for_its_own_shapes():
+    """torch.compile keeps a few shape variants per function; a leg's train and eval run in one process, so the
+    memory release between them also forgets what the stage before compiled (else the next stage can find the
+    variants used up and run FlexAttention eager and unfused)."""
+    import torch
+
+    from odyssey_gym.train.leg import release_memory
+
+    compiles = []
+
+    def counting_backend(gm, example_inputs):
+        compiles.append(1)
+        return gm.forward
+
+    f = torch.compile(lambda x: x * 2 + 1, backend=counting_backend)
+    x = torch.ones(3)
+    f(x)
+    f(x)
+    assert len(compiles) == 1  # cached: the same shape does not compile again
+    release_memory()
+    f(x)
+    assert len(compiles) == 2

@@ -463,6 +463,7 @@ def train_into(argv: list[str], run_dir: Path, export: Path) -> bool | None:
         return None
     resume = bool(ckpt.list_checkpoints(run_dir))
     argv = [*argv, *(["--resume"] if resume else [])]
+    release_memory()  # the eval before it compiled for its own shapes
     rc = run_command("train", argv)
     release_memory()
     if rc != 0 or not (export / SUMMARY_NAME).is_file():
@@ -471,11 +472,14 @@ def train_into(argv: list[str], run_dir: Path, export: Path) -> bool | None:
 
 
 def release_memory() -> None:
-    """Give the training run's GPU memory back before eval loads two models in the same process."""
+    """Give the training run's GPU memory back before eval loads two models in the same process, and forget the
+    code it compiled: torch.compile keeps at most 8 shape variants of a function (FlexAttention's kernel among
+    them), and a stage that finds them used up by the one before runs that function eager and unfused."""
     import gc
 
     import torch
 
+    torch._dynamo.reset()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
