@@ -28,7 +28,7 @@ def rollout(world: str, weights: str, context_noise: float, steps: int, envs: in
 
     spec = get_world(world)
     d = None if weights == "shipped" else weights
-    model = om.load(spec, device="cpu", weights_dir=d) if d else om.load(spec, device="cpu")
+    model = om.load(spec, device="cpu", weights_dir=d)
     bank = om.load_start_bank(d or spec.name)
     if bank is None or bank[1] is None:
         raise SystemExit(f"{weights}: no start bank with actions (start_bank.npz) to start the rollouts from")
