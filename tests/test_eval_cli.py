@@ -70,6 +70,7 @@ def test_train_probe_then_eval_writes_every_section(real_data, tmp_path, capsys)
     assert f1["teacher_forced_gap_db"] == pytest.approx(f1["teacher_forced_psnr"] - f1["teacher_forced_copy_last_psnr"])
     assert f1["open_loop_gap_db"] == pytest.approx(f1["open_loop_psnr"] - f1["open_loop_copy_last_psnr"])
     assert 10 < f1["blurred_real_psnr"] < 60
+    assert f1["teacher_forced_gap_se_db"] >= 0 and f1["open_loop_gap_se_db"] >= 0 and " ± " in md
     assert "Energy score of two draws" in md and 0 < f1["blurred_real_energy"] < f1["open_loop_copy_last_energy"] + 1
     assert rz["blurred_real"] > rz["real_floor"] and len(rz["minutes_better_than_blurred_real"]) == 2
     # the like-for-like reference: the real engine under the rollout's own held keys

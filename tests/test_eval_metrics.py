@@ -482,3 +482,17 @@ def test_energy_score_prefers_draws_from_the_worlds_own_distribution_to_its_mean
     assert torch.equal(spread, torch.zeros(n, dtype=spread.dtype)) and torch.allclose(e, rms_distance(draw, truth))
     with pytest.raises(ValueError, match="shapes differ"):
         rms_distance(draw, truth[:, :4])
+
+
+def test_gap_standard_error_is_over_paired_window_differences():
+    from odyssey_gym.eval.fidelity import gap_standard_error
+
+    copy = torch.tensor([20.0, 25.0, 30.0, 35.0])
+    # the same +2 dB on every window: the windows disagree on nothing, however far apart their PSNRs lie
+    assert gap_standard_error(copy + 2.0, copy) == pytest.approx(0.0, abs=1e-12)
+    # differences 1, 3, 1, 3: sample std 2/sqrt(3), over sqrt(4) windows
+    se = gap_standard_error(copy + torch.tensor([1.0, 3.0, 1.0, 3.0]), copy)
+    assert se == pytest.approx((2 / math.sqrt(3)) / 2)
+    # an identical frame (PSNR +inf) is capped as in the mean, not made infinite
+    assert math.isfinite(gap_standard_error(torch.tensor([float("inf"), 30.0]), torch.tensor([20.0, 20.0])))
+    assert math.isnan(gap_standard_error(torch.tensor([30.0]), torch.tensor([20.0])))

@@ -50,6 +50,11 @@ def _fmt(x, nd=2):
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
 
 
+def _pm(se) -> str:
+    """' +- 2 SE' after a gap, or nothing where the report has no standard error (older reports, one window)."""
+    return "" if se is None or (isinstance(se, float) and math.isnan(se)) else f" ± {2 * se:.2f}"
+
+
 def run(args) -> int:
     import torch
 
@@ -415,7 +420,8 @@ def render_markdown(r: dict) -> str:
     lines = [f"### {r['world']} on {r['device']} ({r.get('dtype', '')})", "",
              f"Held-out data: {r['data']['frames']} frames, {r['data']['episodes']} episodes.", "",
              "Measured through the public env API (`reset(options={\"context\", \"actions\"})`, then `step`); "
-             "the gap is to copying the last real frame on the same windows.", "",
+             "the gap is to copying the last real frame on the same windows (+- two standard errors over the "
+             "windows: another draw of windows moves it about that much).", "",
              "| horizon | teacher-forced PSNR / SSIM | open-loop PSNR / SSIM | copy-last PSNR (tf / ol) | gap dB (tf / ol) "
              "| real blurred 2 px PSNR |",
              "|---|---|---|---|---|---|"]
@@ -429,7 +435,8 @@ def render_markdown(r: dict) -> str:
             f"| {h} | {_fmt(v['teacher_forced_psnr'])} / {_fmt(v['teacher_forced_ssim'], 3)} | "
             f"{_fmt(v['open_loop_psnr'])} / {_fmt(v['open_loop_ssim'], 3)} | "
             f"{_fmt(v['teacher_forced_copy_last_psnr'])} / {_fmt(v['open_loop_copy_last_psnr'])} | "
-            f"{tf_gap:+.2f} / {ol_gap:+.2f} | {_fmt(v.get('blurred_real_psnr'))} |"
+            f"{tf_gap:+.2f}{_pm(v.get('teacher_forced_gap_se_db'))} / {ol_gap:+.2f}{_pm(v.get('open_loop_gap_se_db'))} | "
+            f"{_fmt(v.get('blurred_real_psnr'))} |"
         )
     energy = {h: v for h, v in r["fidelity"].items() if v.get("windows") and "teacher_forced_energy" in v}
     if energy:

@@ -10,13 +10,14 @@ energy score both (see `metrics.energy_score`: a blur cannot pass for it).
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .metrics import energy_score, mean_finite_db, psnr, rms_distance, ssim
+from .metrics import PSNR_CAP_DB, energy_score, mean_finite_db, psnr, rms_distance, ssim
 
 
 def _gather(flat, idx: np.ndarray, device):
@@ -52,6 +53,15 @@ def blur2(frames: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def gap_standard_error(model_db: torch.Tensor, copy_db: torch.Tensor, cap: float = PSNR_CAP_DB) -> float:
+    """Standard error of the mean gap (model minus copy-last, dB) over windows, from the per-window differences.
+
+    Why: the windows of one recording are a sample, and another draw moves the gap; the same windows pair model and
+    copy-last, so the differences, not the two means, carry the uncertainty. NaN with fewer than two windows."""
+    d = model_db.double().clamp(max=cap) - copy_db.double().clamp(max=cap)
+    return float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.nan
+
+
 def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: int = 64, seed: int = 0) -> dict:
     """PSNR/SSIM and the energy score per horizon, teacher-forced and open-loop, beside copy-last-frame, through the
     public env API.
@@ -127,6 +137,8 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
         }
         r["teacher_forced_gap_db"] = r["teacher_forced_psnr"] - r["teacher_forced_copy_last_psnr"]
         r["open_loop_gap_db"] = r["open_loop_psnr"] - r["open_loop_copy_last_psnr"]
+        r["teacher_forced_gap_se_db"] = gap_standard_error(psnr(tf, target), psnr(tf_copy, target))
+        r["open_loop_gap_se_db"] = gap_standard_error(psnr(ol, target), psnr(ol_copy, target))
         out[str(h)] = r
     bar.close()
     return out

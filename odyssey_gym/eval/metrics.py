@@ -78,7 +78,10 @@ def energy_score(draw1: torch.Tensor, draw2: torch.Tensor, target: torch.Tensor)
     return 0.5 * (rms_distance(draw1, target) + rms_distance(draw2, target)) - spread, spread
 
 
-def mean_finite_db(values: torch.Tensor, cap: float = 100.0) -> float:
+PSNR_CAP_DB = 100.0  # where +inf (identical frames) is capped when PSNRs are averaged
+
+
+def mean_finite_db(values: torch.Tensor, cap: float = PSNR_CAP_DB) -> float:
     """Average PSNRs, capping +inf (identical frames) so one perfect frame doesn't make the mean infinite."""
     v = values.double().clamp(max=cap)
     return float(v.mean()) if v.numel() else math.nan
