@@ -29,9 +29,11 @@ import torch
 from odyssey_gym.model.dynamics import Dynamics, DynamicsConfig
 
 T, C, SIDE, Q = 4, 4, 8, 4  # window frames, latent channels, latent side, side of the changing quadrant
-# name -> (dynamics.target_loss, dynamics.energy_patch)
-VARIANTS = {"mse": ("mse", 0), "energy-whole": ("energy", 0), "energy-patch2": ("energy", 2),
-            "energy-patch4": ("energy", 4), "energy-patch2+whole": ("energy", (2, 0))}
+# name -> (dynamics.target_loss, dynamics.energy_patch, dynamics.energy_lambda)
+VARIANTS = {"mse": ("mse", 0, 1.0), "energy-whole": ("energy", 0, 1.0), "energy-patch2": ("energy", 2, 1.0),
+            "energy-patch4": ("energy", 4, 1.0), "energy-patch2+whole": ("energy", (2, 0), 1.0),
+            "energy-patch2+4+whole": ("energy", (2, 4, 0), 1.0),
+            "energy-half-patch2+4+whole": ("energy", (2, 4, 0), 0.5)}
 
 
 def windows(room, u, b, gen, one_coin: bool):
@@ -45,11 +47,11 @@ def windows(room, u, b, gen, one_coin: bool):
     return z, actions
 
 
-def measure(loss: str, patch, one_coin: bool, steps: int, seed: int, samples: int = 512) -> dict[str, float]:
+def measure(loss: str, patch, lam: float, one_coin: bool, steps: int, seed: int, samples: int = 512) -> dict[str, float]:
     cfg = DynamicsConfig(latent_channels=C, latent_size=(SIDE, SIDE), patch_size=2, n_layer=2, n_head=2, n_embd=96,
                          action_dim=2, context_frames=T - 1, max_frames=T, objective="teacher_forcing",
                          start_from="previous", sigma_max=1.0, p_sigma_max=1.0, p_context_aug=0.0,
-                         target_loss=loss, energy_patch=patch)
+                         target_loss=loss, energy_patch=patch, energy_lambda=lam)
     g_room = torch.Generator().manual_seed(1000 + seed)
     room, u = torch.randn(C, SIDE, SIDE, generator=g_room), torch.randn(C, 2, 2, generator=g_room)
     torch.manual_seed(seed)
@@ -95,9 +97,9 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     for one_coin in (False, True):
         for name in names:
-            loss, patch = VARIANTS[name]
+            loss, patch, lam = VARIANTS[name]
             t = time.time()
-            runs = [measure(loss, patch, one_coin, args.steps, s) for s in seeds]
+            runs = [measure(loss, patch, lam, one_coin, args.steps, s) for s in seeds]
             m = {k: statistics.mean(r[k] for r in runs) for k in runs[0]}
             agree = f"{m['agree']:.3f}" if one_coin else "-"
             print(f"| {'one coin' if one_coin else 'independent'} | {name} | {m['spurious']:.3f} | "
