@@ -137,6 +137,27 @@ def test_partial_reset_computes_only_the_rows_it_resets(monkeypatch):
     assert seen == [1, 4, 2]
 
 
+def test_reset_prefills_with_dense_masks_whatever_rows_and_context(monkeypatch):
+    """A compiled FlexAttention kernel is static per shape: the prefill of a reset (any number of rows, any context
+    length) runs dense masks, so players joining a server never recompile it or fall back to unfused flex."""
+    m = tiny_model()
+    K = m.config.context_frames
+    frames, ctx_a, _ = data(5, K, 1, seed=6)
+    s = Sampler(m, 5, "cpu")
+    dense_at_mask = []
+    real = m.dynamics._window_mask
+
+    def window_mask(*a, **kw):
+        dense_at_mask.append(m.dynamics._dense_only)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(m.dynamics, "_window_mask", window_mask)
+    s.reset(frames, ctx_a)
+    s.reset(frames[:, -2:], ctx_a[:, -2:], mask=torch.tensor([False, True, True, False, False]))
+    assert dense_at_mask and all(dense_at_mask)
+    assert m.dynamics._dense_only is False  # the setting does not outlive the reset
+
+
 def test_prefill_rows_default_and_validation():
     m = tiny_model()
     assert Sampler(m, 8, "cpu").prefill_rows == 2  # bounded on a CPU

@@ -279,7 +279,11 @@ class Sampler:
                 z = z + self.context_noise * eps.view(b, k, *self.latent_shape).to(z.dtype)
             sigma = torch.full((b, k), self.context_noise, device=dev)
             prev = None if state is None else previous_state(state[rows])
-            *out, kvs = self.model.dynamics(z, sigma, actions[rows], return_kv=True, state_prev=prev)
+            # dense masks: a FlexAttention kernel is compiled per shape, and the rows reset together (players
+            # joining a server) and the context length vary, so compiled flex would recompile on nearly every
+            # reset and, past torch's recompile limit, fall back to its unfused kernel; SDPA computes the same
+            with self.model.dynamics.dense_masks():
+                *out, kvs = self.model.dynamics(z, sigma, actions[rows], return_kv=True, state_prev=prev)
             if self.S:
                 self.state[rows] = (out[3][:, -1] if state is None else state[rows, -1]).to(self.dtype)
             for layer in range(self.L):  # in place, a layer at a time: no cache-sized temporaries
