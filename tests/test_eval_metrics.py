@@ -347,6 +347,9 @@ def test_termination_precision_is_given_at_the_datas_death_rate():
         def step(self, actions):
             return None, torch.zeros(self.B), torch.full((self.B,), self.verdict)
 
+        def termination_probability(self):
+            return torch.full((self.B,), float(self.verdict))
+
     k = 3
     rate = term[flat.window_starts(k + 1) + k].mean()
     always = head_accuracy(Fixed(True), flat, k, windows=32)
@@ -355,6 +358,9 @@ def test_termination_precision_is_given_at_the_datas_death_rate():
     assert always["terminal_transitions"] >= 10  # every death, though random windows hit deaths too
     never = head_accuracy(Fixed(False), flat, k, windows=32)
     assert never["termination_recall"] == 0.0 and np.isnan(never["termination_precision"])
+    # a constant probability orders nothing: AUC one half, the same at deaths as elsewhere
+    assert always["termination_auc"] == pytest.approx(0.5) and never["termination_auc"] == pytest.approx(0.5)
+    assert always["termination_probability_at_deaths"] == always["termination_probability_elsewhere"] == 1.0
 
 
 def test_held_key_rollouts_derive_their_keys_from_the_world_s_button_names():
@@ -496,3 +502,14 @@ def test_gap_standard_error_is_over_paired_window_differences():
     # an identical frame (PSNR +inf) is capped as in the mean, not made infinite
     assert math.isfinite(gap_standard_error(torch.tensor([float("inf"), 30.0]), torch.tensor([20.0, 20.0])))
     assert math.isnan(gap_standard_error(torch.tensor([30.0]), torch.tensor([20.0])))
+
+
+def test_rank_auc_orders_deaths_above_other_steps():
+    from odyssey_gym.eval.fidelity import rank_auc
+
+    assert rank_auc(torch.tensor([0.9, 0.8]), torch.tensor([0.1, 0.2, 0.3])) == pytest.approx(1.0)
+    assert rank_auc(torch.tensor([0.1]), torch.tensor([0.5, 0.6])) == pytest.approx(0.0)
+    assert rank_auc(torch.tensor([0.5, 0.5]), torch.tensor([0.5])) == pytest.approx(0.5)  # ties count half
+    # one of two deaths above the one other step, the other below: 0.5
+    assert rank_auc(torch.tensor([0.7, 0.1]), torch.tensor([0.4])) == pytest.approx(0.5)
+    assert math.isnan(rank_auc(torch.tensor([]), torch.tensor([0.4])))

@@ -272,6 +272,8 @@ def test_sampled_termination_follows_the_calibrated_head():
     s = Sampler(model, batch_size=B, device="cpu", termination="sample")  # same seeds: same draws
     s.reset(frames, ctx, torch.ones(B, dtype=torch.bool), seeds=torch.arange(B))
     assert torch.equal(torch.stack([s.step(acts[:, t])[2] for t in range(8)]), outs["sample"])
+    # the probability it drew from, for an eval to rank against real deaths
+    torch.testing.assert_close(s.termination_probability(), torch.full((B,), 0.5), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="termination must be one of"):
         Sampler(model, batch_size=2, device="cpu", termination="always")
 

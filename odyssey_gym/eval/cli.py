@@ -457,7 +457,10 @@ def render_markdown(r: dict) -> str:
                   f"reward MAE {_fmt(hd['reward_mae'], 3)}, reward accuracy (|err|<0.5) {_fmt(hd['reward_accuracy'], 3)}, "
                   f"termination accuracy {_fmt(hd['termination_accuracy'], 3)}, recall {_fmt(hd['termination_recall'], 3)}, "
                   f"false-positive rate {_fmt(hd['termination_false_positive_rate'], 3)}, precision at the data's "
-                  f"death rate ({_fmt(hd.get('death_rate'), 4)}) {_fmt(hd.get('termination_precision'), 3)}."
+                  f"death rate ({_fmt(hd.get('death_rate'), 4)}) {_fmt(hd.get('termination_precision'), 3)}; "
+                  f"the head's probability ranks deaths above other steps with AUC {_fmt(hd.get('termination_auc'), 3)} "
+                  f"(mean {_fmt(hd.get('termination_probability_at_deaths'), 4)} at deaths, "
+                  f"{_fmt(hd.get('termination_probability_elsewhere'), 4)} elsewhere)."
                   + ("".join(f" Modelled {k} after the step: mean absolute error {_fmt(v, 2)}."
                              for k, v in hd.get("state_mae", {}).items())), ""]
     lines += ["| batch | latency p50 (ms) | latency p99 (ms) | frames/s |", "|---|---|---|---|"]

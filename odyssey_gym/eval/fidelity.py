@@ -144,6 +144,16 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
     return out
 
 
+def rank_auc(positives: torch.Tensor, negatives: torch.Tensor) -> float:
+    """The chance that a random positive scores above a random negative (ties count half): the area under the ROC
+    curve. Why: a sampled termination is only as good as how its probability orders real deaths above other steps,
+    which a recall at one threshold does not show. NaN without both kinds."""
+    if positives.numel() == 0 or negatives.numel() == 0:
+        return float("nan")
+    p, n = positives.double()[:, None], negatives.double()[None, :]
+    return float(((p > n).double() + 0.5 * (p == n).double()).mean())
+
+
 @torch.no_grad()
 def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0) -> dict:
     """Reward and termination heads after one teacher-forced step, against the recorded signals.
@@ -170,7 +180,7 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
     have = list(getattr(flat, "state_variables", ()) or ())
     with_state = bool(names) and flat.state is not None and all(n in have for n in names)
     cols = [have.index(n) for n in names] if with_state else []
-    preds_r, preds_t, true_r, true_t, state_err = [], [], [], [], []
+    preds_r, preds_t, probs, true_r, true_t, state_err = [], [], [], [], [], []
     bs = sampler.B
     mask = torch.ones(bs, dtype=torch.bool, device=device)
     for i in range(0, len(chosen), bs):
@@ -188,9 +198,10 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
             state_err.append((sampler.game_state()[:take] - state[:take, context].float()).abs().cpu())
         preds_r.append(r[:take].float().cpu())
         preds_t.append(t[:take].bool().cpu())
+        probs.append(sampler.termination_probability()[:take].float().cpu())
         true_r.append(torch.from_numpy(flat.rewards[idx[:take, context]]).float())
         true_t.append(torch.from_numpy(flat.terminated[idx[:take, context]]).bool())
-    pr, pt, tr, tt = (torch.cat(x) for x in (preds_r, preds_t, true_r, true_t))
+    pr, pt, pp, tr, tt = (torch.cat(x) for x in (preds_r, preds_t, probs, true_r, true_t))
     recall = float(pt[tt].float().mean()) if tt.any() else float("nan")
     fpr = float(pt[~tt].float().mean()) if (~tt).any() else float("nan")
     # the windows over-sample deaths; precision is given at the data's own death rate, from recall and the
@@ -207,6 +218,9 @@ def head_accuracy(sampler, flat, context: int, windows: int = 256, seed: int = 0
         "termination_false_positive_rate": fpr,
         "death_rate": rate,
         "termination_precision": hits / (hits + false) if hits + false > 0 else float("nan"),
+        "termination_auc": rank_auc(pp[tt], pp[~tt]),
+        "termination_probability_at_deaths": float(pp[tt].mean()) if tt.any() else float("nan"),
+        "termination_probability_elsewhere": float(pp[~tt].mean()) if (~tt).any() else float("nan"),
         **({"state_mae": dict(zip(names, torch.cat(state_err).mean(0).tolist()))} if state_err else {}),
     }
 

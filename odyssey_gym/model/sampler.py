@@ -176,6 +176,9 @@ class Sampler:
         self.seeds = torch.zeros(B, dtype=torch.int64, device=dev)
         self.last_latent = torch.zeros(B, *self.latent_shape, device=dev, dtype=self.dtype)
         self.nonfinite = torch.zeros(B, dtype=torch.bool, device=dev)
+        # the termination head's calibrated probability that the newest step ended the episode (what "sample" draws
+        # from): an eval ranks it against real deaths, where a threshold would hide a hazard that rises with danger
+        self.term_prob = torch.zeros(B, dtype=torch.float32, device=dev)
         # game state (models with state_variables): the state the newest frame ended in, normalised; the next
         # frame is conditioned on it and the clean pass's state head replaces it
         self.S = int(d.state_dim)
@@ -218,6 +221,10 @@ class Sampler:
         """The game variables the model predicts (`game_state()`'s columns); () for a model without state."""
         return tuple(self.model.config.state_variables or ())
 
+    def termination_probability(self) -> torch.Tensor:
+        """(B,) float32: the calibrated probability the termination head gave the newest step (a fresh tensor)."""
+        return self.term_prob.clone()
+
     def game_state(self) -> torch.Tensor:
         """(B, S) float32: the game variables the newest frames ended in, in their own units (a fresh tensor)."""
         return self.model.denormalize_state(self.state)
@@ -226,7 +233,7 @@ class Sampler:
 
     def _state(self) -> list[torch.Tensor]:
         return [self.k_cache, self.v_cache, self.ptr, self.valid, self.frame_idx, self.seeds, self.last_latent,
-                self.nonfinite, self.state]
+                self.nonfinite, self.state, self.term_prob]
 
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._state())
@@ -404,9 +411,10 @@ class Sampler:
             self.state.copy_(state)
 
         frames = tensor_to_frames(self._decode(z0))
+        self.term_prob.copy_(torch.sigmoid(term_logit.float() - self._term_offset))
         if self.termination == "sample":
             u = hash_uniform(self.seeds, self.frame_idx, TERM_STREAM, 1)[:, 0]
-            term = u < torch.sigmoid(term_logit.float() - self._term_offset)
+            term = u < self.term_prob
         else:
             term = term_logit > 0
         if self._terminal is not None:  # the modelled cause: e.g. HEALTH <= 0 in take_cover
