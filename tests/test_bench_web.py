@@ -34,3 +34,22 @@ def test_bench_web_smoke(tmp_path, capsys):
     assert res["gpu_usd_per_hour"] == 2.0 and res["rows"][1]["usd_per_player_hour"] == 1.0
     text = capsys.readouterr().out
     assert "| players | ok |" in text and "Max players at full fps" in text
+
+
+def test_bench_jpeg_times_the_servers_encoder_on_start_bank_frames(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_jpeg", BENCH.parent / "bench_jpeg.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    w = make_tiny_weights("doom-takecover", tmp_path / "w", n_starts=2)
+    out = tmp_path / "jpeg.json"
+    assert bench.main(["--world", "doom-takecover", "--weights", str(w), "--counts", "3,1", "--repeats", "2",
+                       "--workers", "1", "--json-out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [r["frames"] for r in res["rows"]] == [1, 3]
+    assert all(r["cpu"]["p50_ms"] > 0 for r in res["rows"])
+    assert ("cuda" in res["rows"][0]) == (res["cuda_problem"] is None)
+    assert "| frames | CPU threads" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--counts", "0"])
+    with pytest.raises(SystemExit, match="start_bank.npz"):
+        bench.main(["--weights", str(tmp_path / "nowhere")])

@@ -4,9 +4,9 @@ Two encoders with one interface, `await encoder.encode(frames, slots) -> [bytes 
 
 - `CpuJpegEncoder`: PIL in a thread pool, the frames on the host (numpy, or a CPU tensor).
 - `CudaJpegEncoder`: every slot's frame in ONE `torchvision.io.encode_jpeg` call (nvJPEG) where the frames already
-  live on the GPU (the env's torch backend), then one device-to-host copy of all the JPEG bytes. On CPU threads
-  the encode cost grows with the player count (7.6 ms at 32 players, 19 ms at 64, BENCHMARKS.md); on the GPU the
-  frames never cross to the host as pixels.
+  live on the GPU (the env's torch backend), then one device-to-host copy of all the JPEG bytes: the frames never
+  cross to the host as pixels. Its cost also grows with the player count (7.3 ms at 16 players, 21.5 ms at 64 on an
+  H100, BENCHMARKS.md); `benchmarks/bench_jpeg.py` times both encoders on the same frames in one run.
 
 `make_jpeg_encoder("auto" | "cpu" | "cuda", ...)` picks one: "auto" takes the GPU where the env steps on CUDA with
 the torch backend and torchvision can encode there, else the CPU.
