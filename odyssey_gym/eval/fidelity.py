@@ -52,7 +52,6 @@ def blur2(frames: torch.Tensor) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8).reshape(*lead, *x.shape[1:]).movedim(-3, -1)
 
 
-@torch.no_grad()
 def gap_standard_error(model_db: torch.Tensor, copy_db: torch.Tensor, cap: float = PSNR_CAP_DB) -> float:
     """Standard error of the mean gap (model minus copy-last, dB) over windows, from the per-window differences.
 
@@ -62,6 +61,7 @@ def gap_standard_error(model_db: torch.Tensor, copy_db: torch.Tensor, cap: float
     return float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.nan
 
 
+@torch.no_grad()
 def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: int = 64, seed: int = 0) -> dict:
     """PSNR/SSIM and the energy score per horizon, teacher-forced and open-loop, beside copy-last-frame, through the
     public env API.
@@ -116,15 +116,17 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
         ol_copy, tf_copy = frames[:, context - 1], frames[:, context + h - 2]
         ol_energy, ol_spread = energy_score(ol, ol2, target)
         tf_energy, tf_spread = energy_score(tf, tf2, target)
+        tf_db, tf_copy_db = psnr(tf, target), psnr(tf_copy, target)  # per window: the means and the gaps' errors
+        ol_db, ol_copy_db = psnr(ol, target), psnr(ol_copy, target)
         r = {
             "windows": b,
-            "teacher_forced_psnr": mean_finite_db(psnr(tf, target)),
+            "teacher_forced_psnr": mean_finite_db(tf_db),
             "teacher_forced_ssim": float(ssim(tf, target).mean()),
-            "teacher_forced_copy_last_psnr": mean_finite_db(psnr(tf_copy, target)),
+            "teacher_forced_copy_last_psnr": mean_finite_db(tf_copy_db),
             "teacher_forced_copy_last_ssim": float(ssim(tf_copy, target).mean()),
-            "open_loop_psnr": mean_finite_db(psnr(ol, target)),
+            "open_loop_psnr": mean_finite_db(ol_db),
             "open_loop_ssim": float(ssim(ol, target).mean()),
-            "open_loop_copy_last_psnr": mean_finite_db(psnr(ol_copy, target)),
+            "open_loop_copy_last_psnr": mean_finite_db(ol_copy_db),
             "open_loop_copy_last_ssim": float(ssim(ol_copy, target).mean()),
             "blurred_real_psnr": mean_finite_db(psnr(blur2(target), target)),
             "teacher_forced_energy": float(tf_energy.mean()),
@@ -137,8 +139,8 @@ def horizon_fidelity(env, flat, context: int, horizons=(1, 4, 16, 64), windows: 
         }
         r["teacher_forced_gap_db"] = r["teacher_forced_psnr"] - r["teacher_forced_copy_last_psnr"]
         r["open_loop_gap_db"] = r["open_loop_psnr"] - r["open_loop_copy_last_psnr"]
-        r["teacher_forced_gap_se_db"] = gap_standard_error(psnr(tf, target), psnr(tf_copy, target))
-        r["open_loop_gap_se_db"] = gap_standard_error(psnr(ol, target), psnr(ol_copy, target))
+        r["teacher_forced_gap_se_db"] = gap_standard_error(tf_db, tf_copy_db)
+        r["open_loop_gap_se_db"] = gap_standard_error(ol_db, ol_copy_db)
         out[str(h)] = r
     bar.close()
     return out
