@@ -19,22 +19,26 @@ import numpy as np
 import torch
 
 
-def rollout(world: str, weights: str, context_noise: float, steps: int, envs: int, seed: int, device: str):
-    """The last frames (envs, H, W, 3) uint8 and the per-second pixel mean / per-frame std of one rollout."""
+def load_weights(spec, weights: str, envs: int):
+    """The model and its start bank (frames, actions) for 'shipped' or a weights dir, loaded once per weights."""
     from odyssey_gym import model as om
-    from odyssey_gym.eval.actions import held_key_actions
-    from odyssey_gym.model.sampler import Sampler
-    from odyssey_gym.worlds import get_world
 
-    spec = get_world(world)
     d = None if weights == "shipped" else weights
     model = om.load(spec, device="cpu", weights_dir=d)
     bank = om.load_start_bank(d or spec.name)
     if bank is None or bank[1] is None:
         raise SystemExit(f"{weights}: no start bank with actions (start_bank.npz) to start the rollouts from")
+    if len(bank[0]) < envs:
+        raise SystemExit(f"{weights}: the start bank holds {len(bank[0])} contexts, fewer than --envs {envs}")
+    return model, bank
+
+
+def rollout(spec, model, bank, context_noise: float, steps: int, envs: int, seed: int, device: str):
+    """The last frames (envs, H, W, 3) uint8 and the per-second pixel mean / per-frame std of one rollout."""
+    from odyssey_gym.eval.actions import held_key_actions
+    from odyssey_gym.model.sampler import Sampler
+
     frames, actions = bank
-    if len(frames) < envs:
-        raise SystemExit(f"{weights}: the start bank holds {len(frames)} contexts, fewer than --envs {envs}")
     dev = torch.device(device)
     act = torch.from_numpy(spec.action_to_vector(held_key_actions(spec, steps, envs, seed=seed))).to(dev)
     sampler = Sampler(model, batch_size=envs, device=dev, context_noise=context_noise)
@@ -69,11 +73,15 @@ def main() -> None:
     if args.steps < 1 or args.envs < 1 or any(not np.isfinite(x) or x < 0 for x in noises):
         raise SystemExit("--steps and --envs must be >= 1 and --context-noise finite and >= 0")
 
+    from odyssey_gym.worlds import get_world
+
+    spec = get_world(args.world)
     rows, report = [], {}
     for w in args.weights:
+        model, bank = load_weights(spec, w, args.envs)
         for cn in noises:
             t0 = time.time()
-            last, means, stds = rollout(args.world, w, cn, args.steps, args.envs, args.seed, args.device)
+            last, means, stds = rollout(spec, model, bank, cn, args.steps, args.envs, args.seed, args.device)
             rows.append(np.concatenate(list(last), axis=1))
             report[f"{w} context_noise={cn}"] = {"pixel_mean_per_second": means, "frame_std_per_second": stds}
             print(f"{w} context_noise={cn} ({time.time() - t0:.0f} s): last second pixel mean "
