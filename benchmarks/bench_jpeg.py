@@ -46,16 +46,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def bank_frames(world: str, weights: str | None) -> np.ndarray:
-    """(N, H, W, 3) uint8: every frame of the weights' start bank."""
-    from odyssey_gym.model import weights_dir
+    """(N, H, W, 3) uint8: every frame of the weights' start bank (`load_start_bank` reads and checks it)."""
+    from odyssey_gym.model import load_start_bank
 
-    path = Path(weights) if weights else weights_dir(world)
-    bank = path / "start_bank.npz"
-    if not bank.is_file():
-        raise SystemExit(f"bench_jpeg: {bank} not found (pass --weights DIR holding a start_bank.npz)")
-    with np.load(bank) as z:
-        frames = z["frames"]
-    return frames.reshape(-1, *frames.shape[-3:])
+    bank = load_start_bank(weights or world)
+    if bank is None:
+        raise SystemExit(f"bench_jpeg: no start_bank.npz for {weights or world} (pass --weights DIR holding one)")
+    return bank[0].reshape(-1, *bank[0].shape[-3:])
 
 
 def time_encoder(encoder, frames, count: int, repeats: int) -> list[float]:
