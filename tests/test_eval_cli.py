@@ -87,14 +87,19 @@ def test_train_probe_then_eval_writes_every_section(real_data, tmp_path, capsys)
     rc = main(["eval", "--world", WORLD, "--weights", str(w), "--data", str(real_data / "heldout"), "--out", str(tmp_path / "r2"),
                "--device", "cpu", "--horizons", "1", "--windows", "2", "--rollout-steps", "0", "--latency-steps", "2",
                "--throughput-batch", "2", "--no-probe", "--sampling-steps", "2", "--renoise", "fresh",
-               "--context-noise", "0.1"])
+               "--context-noise", "0.1", "--detail-carry", "0.25"])
     r2 = json.loads((tmp_path / "r2" / "report.json").read_text())
     assert rc == 0 and "controllability" not in r2 and "probe" not in r2
-    assert r2["sampler"] == {"sampling_steps": 2, "renoise": "fresh", "context_noise": 0.1}  # the knobs it ran with
+    assert r2["sampler"] == {"sampling_steps": 2, "renoise": "fresh", "context_noise": 0.1,
+                             "detail_carry": 0.25}  # the knobs it ran with
     assert r["sampler"]["renoise"] == "ddim" and r["sampler"]["context_noise"] == 0.0
+    assert r["sampler"]["detail_carry"] == 0.0
     with pytest.raises(SystemExit, match="context-noise"):
         main(["eval", "--world", WORLD, "--weights", str(w), "--data", str(real_data / "heldout"),
               "--out", str(tmp_path / "r3"), "--device", "cpu", "--context-noise", "-1"])
+    with pytest.raises(SystemExit, match="detail-carry"):
+        main(["eval", "--world", WORLD, "--weights", str(w), "--data", str(real_data / "heldout"),
+              "--out", str(tmp_path / "r3"), "--device", "cpu", "--detail-carry", "-1"])
 
 
 def test_speed_names_the_mode_the_sampler_ran_and_reports_a_fallback(real_data, tmp_path, monkeypatch):

@@ -428,3 +428,69 @@ def test_terminal_state_ends_an_episode_where_the_modelled_variable_falls_to_it(
         s.reset(frames, ctx_a, state=torch.full((2, 2, 2), float("nan")))
     with pytest.raises(ValueError, match="no game state"):
         Sampler(tiny_model(), batch_size=2, device="cpu").reset(frames, ctx_a, state=torch.zeros(2, 2, 1))
+
+
+# ---------------------------------------------------------------------------- detail carry
+
+
+def test_carry_detail_keeps_detail_where_the_view_is_still_and_drops_it_where_it_moved():
+    from odyssey_gym.model.sampler import carry_detail
+
+    detail = torch.full((1, 3, 12, 12), 0.1)
+    prev = torch.zeros(1, 3, 12, 12)
+    new = prev.clone()
+    new[..., :, 8:] = 1.0  # the right third moved by half the range; the left part did not move at all
+    kept = carry_detail(detail, prev, new, tau=0.2)
+    assert torch.equal(kept[..., :, :6], detail[..., :, :6])  # still, and no moved pixel in the 3x3 neighbourhood
+    assert torch.equal(kept[..., :, 7:], torch.zeros_like(kept[..., :, 7:]))  # moved, or beside a moved pixel
+    half = carry_detail(detail, prev, prev + 0.1, tau=0.2)  # a move of half of tau keeps half the detail
+    torch.testing.assert_close(half, detail * 0.5)
+
+
+@pytest.mark.parametrize("carry", [0.0, 0.3])
+def test_cached_sampler_with_detail_carry_matches_reference_across_resets(carry):
+    m = tiny_model(context_noise=0.05, detail_carry=carry)
+    K = m.config.context_frames
+    frames, ctx_a, acts = data(2, K, K + 3, seed=4)
+    new_frames, new_ctx_a, _ = data(2, 2, 1, seed=5)
+    seeds = torch.tensor([3, 4])
+    s = Sampler(m, 2, "cpu")
+    s.reset(frames, ctx_a, seeds=seeds)
+    first = run(s, acts[:, :3])
+    s.reset(new_frames, new_ctx_a, mask=torch.tensor([False, True]), seeds=torch.tensor([0, 9]))
+    second = run(s, acts[:, 3:])
+    ref0 = rollout_reference(m, frames[:1], ctx_a[:1], acts[:1], seeds[:1])
+    assert_match({k: torch.cat([first[k], second[k]], 1) for k in first}, ref0, rows=slice(0, 1))
+    assert_match(second, rollout_reference(m, new_frames[1:], new_ctx_a[1:], acts[1:, 3:], torch.tensor([9])),
+                 rows=slice(1, 2))
+
+
+def test_detail_carry_shows_the_real_frames_detail_where_the_decoding_did_not_move():
+    """With a tau no move reaches, the first generated frame is its decoding plus all the detail the autoencoder lost
+    of the last real frame; carry 0 is the plain decoding, and the latents never depend on it."""
+    m = tiny_model()
+    K = m.config.context_frames
+    frames, ctx_a, acts = data(2, K, 1, seed=6)
+    out = {}
+    for carry in (0.0, 1e6):
+        s = Sampler(m, 2, "cpu", detail_carry=carry)
+        s.reset(frames, ctx_a, seeds=torch.tensor([1, 2]))
+        f, _, _ = s.step(acts[:, 0])
+        out[carry] = (f, s.last_latent.clone())
+    from odyssey_gym.model import frames_to_tensor, tensor_to_frames
+
+    assert torch.equal(out[0.0][1], out[1e6][1])
+    with torch.no_grad():
+        lost = frames_to_tensor(frames[:, -1]) - m.decode_latents(m.encode_frames(frames[:, -1]))
+        want = tensor_to_frames(m.decode_latents(out[0.0][1]) + lost)
+    assert torch.equal(out[0.0][0], tensor_to_frames(m.decode_latents(out[0.0][1])))
+    assert (out[1e6][0].int() - want.int()).abs().max() <= 1
+    assert not torch.equal(out[1e6][0], out[0.0][0])
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_detail_carry_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="detail_carry"):
+        WorldModelConfig.tiny(frame_size=(32, 32), action_dim=3, world="test-world", detail_carry=bad)
+    with pytest.raises(ValueError, match="detail_carry"):
+        Sampler(tiny_model(), 1, "cpu", detail_carry=bad)

@@ -32,6 +32,9 @@ def add_arguments(p) -> None:
                    help="input of the denoising passes after the first (default: the weights' `renoise`)")
     p.add_argument("--context-noise", type=float, default=None,
                    help="sigma at which generated frames enter the context (default: the weights' `context_noise`)")
+    p.add_argument("--detail-carry", type=float, default=None,
+                   help="keep the real frame's detail where the view did not change (0: off; default: the weights' "
+                        "`detail_carry`)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                    help="auto: bfloat16 on CUDA (the serving path), float32 on CPU")
     p.add_argument("--compile", action="store_true", help="CUDA graphs / torch.compile in the timed sampler")
@@ -86,6 +89,10 @@ def run(args) -> int:
         if not 0.0 <= args.context_noise < float("inf"):
             raise SystemExit(f"--context-noise must be a finite number >= 0, got {args.context_noise}")
         model.config.context_noise = args.context_noise
+    if args.detail_carry is not None:
+        if not 0.0 <= args.detail_carry < float("inf"):
+            raise SystemExit(f"--detail-carry must be a finite number >= 0, got {args.detail_carry}")
+        model.config.detail_carry = args.detail_carry
     k = model.config.context_frames
     data = open_dataset(args.data, world=spec)
     flat = data.flat(spec)
@@ -100,7 +107,8 @@ def run(args) -> int:
                  "seeds": sorted({int(e["seed"]) for e in data.episodes})},
         "context_frames": k,
         "sampler": {"sampling_steps": int(args.sampling_steps or model.config.sampling_steps),
-                    "renoise": model.config.renoise, "context_noise": model.config.context_noise},
+                    "renoise": model.config.renoise, "context_noise": model.config.context_noise,
+                    "detail_carry": model.config.detail_carry},
     }
     t0 = time.time()
     skw = {} if args.sampling_steps is None else {"sampling_steps": args.sampling_steps}

@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from .autoencoder import tensor_to_frames
+from .autoencoder import frames_to_tensor, tensor_to_frames
 from .dynamics import previous_state
 from .world_model import RENOISE, WorldModel
 
@@ -35,6 +35,19 @@ CPU_PREFILL_ROWS = 2  # envs per context pass of `reset` on a CPU: bounds its RA
 # encoder at once) peaked at 116.6 GiB of an H200's memory, 2,048 frames a pass at 58.0 GiB, and already fill it
 GPU_PREFILL_FRAMES = 2048
 _M32 = 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------- detail carry
+
+
+def carry_detail(detail: torch.Tensor, decoded_prev: torch.Tensor, decoded: torch.Tensor, tau: float) -> torch.Tensor:
+    """The autoencoder's lost detail (real frame minus its decoding, float (B, 3, H, W)) kept where the decoded frame
+    did not change: each pixel keeps 1 - change / tau of it, where change is the largest move of any channel in its
+    3x3 neighbourhood between the decoded frames. A still view keeps the real frame's detail exactly; a moving region
+    fades to the plain decoding, so old detail never smears across a turn. Returns the new detail."""
+    change = (decoded - decoded_prev).abs().amax(1, keepdim=True)
+    change = torch.nn.functional.max_pool2d(change, 3, stride=1, padding=1)
+    return detail * (1.0 - change / tau).clamp_(0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------- counter-based noise
@@ -133,7 +146,7 @@ class Sampler:
                  sampling_steps: int | None = None, context_noise: float | None = None, renoise: str | None = None,
                  compile: bool = False, cuda_graph: bool = False, seed: int = 0, termination: str = "threshold",
                  prefill_rows: int | None = None, compile_decoder: bool = False,
-                 terminal_state: tuple[str, float] | None = None):
+                 terminal_state: tuple[str, float] | None = None, detail_carry: float | None = None):
         device = torch.device(device) if device is not None else model.device
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, self.model.dtype
@@ -188,6 +201,13 @@ class Sampler:
         self._sig = [torch.full((B,), s, device=dev) for s in self.sigmas]
         self._sig_ctx = torch.full((B,), self.context_noise, device=dev)
         self._start_previous = d.start_from == "previous"
+        # detail carry: the shown frame's lost detail and the decoding it sits on, per env (see `carry_detail`)
+        self.detail_carry = float(cfg.detail_carry if detail_carry is None else detail_carry)
+        if not math.isfinite(self.detail_carry) or self.detail_carry < 0:
+            raise ValueError(f"detail_carry must be a finite number >= 0, got {detail_carry!r}")
+        img = (B, 3, *cfg.ae.frame_size) if self.detail_carry > 0 else (0,)
+        self.detail = torch.zeros(img, device=dev, dtype=torch.float32)
+        self.decoded = torch.zeros(img, device=dev, dtype=torch.float32)
 
         use_cuda = dev.type == "cuda"
         if (compile or cuda_graph) and not use_cuda:
@@ -233,7 +253,7 @@ class Sampler:
 
     def _state(self) -> list[torch.Tensor]:
         return [self.k_cache, self.v_cache, self.ptr, self.valid, self.frame_idx, self.seeds, self.last_latent,
-                self.nonfinite, self.state, self.term_prob]
+                self.nonfinite, self.state, self.term_prob, self.detail, self.decoded]
 
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._state())
@@ -280,6 +300,9 @@ class Sampler:
             rows = idx[r: r + self.prefill_rows]
             z = self.model.encode_frames(frames[rows])  # (b, k, C, h, w)
             b = z.shape[0]
+            if self.detail_carry > 0:  # what the autoencoder lost of the last real frame
+                self.decoded[rows] = self.model.decode_latents(z[:, -1]).float()
+                self.detail[rows] = frames_to_tensor(frames[rows, -1]).float() - self.decoded[rows]
             if self.context_noise > 0:
                 j = torch.arange(k, device=dev)
                 eps = hash_noise(seeds[rows].repeat_interleave(k), j.repeat(b), CLEAN_PASS, self.latent_shape)
@@ -410,7 +433,13 @@ class Sampler:
         if self.S:
             self.state.copy_(state)
 
-        frames = tensor_to_frames(self._decode(z0))
+        decoded = self._decode(z0)
+        if self.detail_carry > 0:
+            decoded = decoded.float()
+            self.detail.copy_(carry_detail(self.detail, self.decoded, decoded, self.detail_carry))
+            self.decoded.copy_(decoded)
+            decoded = decoded + self.detail
+        frames = tensor_to_frames(decoded)
         self.term_prob.copy_(torch.sigmoid(term_logit.float() - self._term_offset))
         if self.termination == "sample":
             u = hash_uniform(self.seeds, self.frame_idx, TERM_STREAM, 1)[:, 0]
@@ -429,7 +458,7 @@ class Sampler:
 @torch.no_grad()
 def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds, sampling_steps: int | None = None,
                       context_noise: float | None = None, renoise: str | None = None,
-                      state=None) -> dict[str, torch.Tensor]:
+                      state=None, detail_carry: float | None = None) -> dict[str, torch.Tensor]:
     """The sampler's semantics without a cache: every pass recomputes the whole history since reset with
     the frame-causal sliding-window mask (window K), so each frame sees exactly what it saw in the cache.
 
@@ -445,6 +474,7 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
     sig = cfg.sigma_schedule(steps)
     cn = float(cfg.context_noise if context_noise is None else context_noise)
     fresh_noise = (cfg.renoise if renoise is None else renoise) == "fresh"
+    tau = float(cfg.detail_carry if detail_carry is None else detail_carry)
     frames = torch.as_tensor(frames).to(dev)
     seeds = torch.as_tensor(seeds).to(dev, torch.int64)
     hist_a = torch.as_tensor(context_actions).to(dev, dt)
@@ -458,6 +488,8 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
         return z + (cn * hash_noise(seeds, torch.full((B,), j, device=dev), CLEAN_PASS, shape)).to(z.dtype)
 
     z_ctx = model.encode_frames(frames)
+    decoded_prev = model.decode_latents(z_ctx[:, -1]).float()
+    detail = frames_to_tensor(frames[:, -1]).float() - decoded_prev
     hist = torch.stack([ctx_input(z_ctx[:, j], j) for j in range(k)], dim=1)
     prev = hist[:, -1]  # the sampler's last_latent after reset
     S = cfg.dynamics.state_dim
@@ -467,7 +499,7 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
     else:
         hist_sp = torch.zeros(B, k, S, device=dev, dtype=dt)
         cur = dyn(hist, torch.full((B, k), cn, device=dev), hist_a, state_prev=hist_sp if S else None)[3][:, -1]
-    out_z, out_r, out_t, out_s = [], [], [], []
+    out_z, out_r, out_t, out_s, out_f = [], [], [], [], []
     for n in range(actions.shape[1]):
         fi = k + n
         T = hist.shape[1]
@@ -495,9 +527,13 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
         hist_a = acts
         prev = z0
         out_z.append(z0)
+        decoded = model.decode_latents(z0).float()
+        detail = carry_detail(detail, decoded_prev, decoded, tau) if tau > 0 else torch.zeros_like(detail)
+        decoded_prev = decoded
+        out_f.append(tensor_to_frames(decoded + detail))
         out_r.append(r[:, -1])
         out_t.append(t[:, -1] > 0)
     z = torch.stack(out_z, dim=1)
-    return {"frames": tensor_to_frames(model.decode_latents(z)), "reward": torch.stack(out_r, 1).float(),
+    return {"frames": torch.stack(out_f, 1), "reward": torch.stack(out_r, 1).float(),
             "terminated": torch.stack(out_t, 1), "latents": z,
             "state": torch.stack(out_s, 1) if S else torch.zeros(B, len(out_z), 0, device=dev)}
