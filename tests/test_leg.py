@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from test_train import TINY, make_dataset, write_config
 
 from odyssey_gym.cli import main
@@ -223,6 +224,25 @@ def test_a_failing_training_stops_the_leg(finished_leg, tmp_path, datasets, caps
     captured = capsys.readouterr()
     assert rc != 0 and "train failed" in captured.err and "weights do not match the configured model" in captured.err
     assert "after" not in stage_lines(captured.out) and not (root / "leg" / "eval-after").exists()
+
+
+def test_a_decoder_leg_trains_only_the_decoder_of_the_weights(finished_leg, tmp_path, datasets, capsys):
+    """`leg --phase decoder`: the same stages, with `train --phase decoder`; the export keeps the weights' encoder
+    and dynamics and logs a decoder leg."""
+    from odyssey_gym.model import WorldModel
+
+    root = copy_leg(finished_leg, tmp_path)
+    for stage in ("run", "export", "eval-after"):
+        shutil.rmtree(root / "leg" / stage)
+    write_config(root / "leg.yaml", {**TINY, "world": WORLD}, ae_steps=4, dyn_steps=6)
+    assert main(leg_argv(root, datasets, "--phase", "decoder")) == 0
+    lines = stage_lines(capsys.readouterr().out)
+    assert lines["before"].startswith("skipped") and lines["train"].startswith("trained 4 decoder steps")
+    sa = WorldModel.from_pretrained(root / "weights").state_dict()
+    sb = WorldModel.from_pretrained(root / "leg" / "export").state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith("ae.decoder."))
+    assert not all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("ae.decoder."))
+    assert load_summary(root / "leg" / "export")["legs"][-1]["steps"] == {"decoder": 4}
 
 
 # ============================================================================ the pieces, one by one

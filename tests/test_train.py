@@ -705,3 +705,34 @@ def test_energy_target_loss_trains_through_the_unroll_and_game_state(tmp_path, d
     assert spread and all(s > 0 for s in spread), spread
     m = WorldModel.from_pretrained(exp)
     assert m.config.dynamics.target_loss == "energy" and m.config.dynamics.energy_lambda == 0.8
+
+
+def test_decoder_phase_trains_only_the_decoder_and_logs_the_leg(dataset, tmp_path, capsys):
+    """`--phase decoder` fine-tunes the frame decoder of --init-from weights: encoder, latent statistics and dynamics
+    come back bit for bit, the decoder moved and reconstructs better, and the campaign log gains a decoder leg."""
+    from odyssey_gym.model import WorldModel, frames_to_tensor
+    from odyssey_gym.train.campaign import load_summary
+
+    a, b = tmp_path / "w1", tmp_path / "w2"
+    assert run_inproc(write_config(tmp_path / "c.yaml", ae_steps=10), dataset, tmp_path / "r1", "--export", a) == 0
+    assert run_inproc(write_config(tmp_path / "c2.yaml", ae_steps=30, ae_lr=2e-3), dataset, tmp_path / "r2",
+                      "--phase", "decoder", "--init-from", a, "--export", b) == 0
+    wa, wb = WorldModel.from_pretrained(a), WorldModel.from_pretrained(b)
+    sa, sb = wa.state_dict(), wb.state_dict()
+    for k in sa:
+        if not k.startswith("ae.decoder."):
+            assert torch.equal(sa[k], sb[k]), k
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("ae.decoder."))
+    assert wa.config.latent_mean == wb.config.latent_mean and wa.config.latent_std == wb.config.latent_std
+    from odyssey_gym.data.dataset import open_dataset
+
+    frames = torch.from_numpy(open_dataset(dataset).flat().frames[:64])
+    with torch.no_grad():
+        err = [(m.decode_latents(m.encode_frames(frames)) - frames_to_tensor(frames)).abs().mean() for m in (wa, wb)]
+    assert err[1] < err[0]
+    s = load_summary(b)
+    assert s["legs"][-1]["steps"] == {"decoder": 30} and s["legs"][-1]["recipe"]["objective"] == "decoder"
+    assert s["totals"]["steps"]["decoder"] == 30 and s["totals"]["steps"]["dyn"] == s["legs"][0]["steps"]["dyn"]
+    capsys.readouterr()
+    assert run_inproc(write_config(tmp_path / "c3.yaml"), dataset, tmp_path / "r3", "--phase", "decoder") != 0
+    assert "--phase decoder needs" in capsys.readouterr().err

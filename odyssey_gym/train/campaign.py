@@ -50,7 +50,7 @@ def with_totals(summary: dict[str, Any]) -> dict[str, Any]:
     """Recompute `totals` and the union of training seeds from the legs."""
     legs = summary.get("legs") or []
     seeds: set[int] = set()
-    steps = {"ae": 0, "dyn": 0}
+    steps = {"ae": 0, "dyn": 0, "decoder": 0}
     frames = 0
     for leg in legs:
         data = leg.get("data") or {}

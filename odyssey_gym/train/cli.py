@@ -1,7 +1,7 @@
 """`odyssey-gym train`: autoencoder, then dynamics, from recorded datasets; resumable, time-bounded.
 
     odyssey-gym train --config configs/doom-explore.yaml --data data/explore --out runs/explore \
-        [--resume] [--max-minutes 9] [--phase ae|dyn|all] [--init-from WEIGHTS] [--export DIR] [--device cuda]
+        [--resume] [--max-minutes 9] [--phase ae|dyn|all|decoder] [--init-from WEIGHTS] [--export DIR] [--device cuda]
 
 Multi-GPU: `torchrun --nproc_per_node=N -m odyssey_gym.cli train ...` (same flags).
 """
@@ -25,8 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, metavar="N",
                         help="stop the dynamics phase after step N with a checkpoint and export, its learning-rate "
                              "schedule still planned for the config's dyn_steps (a time-limited leg, replayed)")
-    parser.add_argument("--phase", choices=("ae", "dyn", "all"), default="all",
-                        help="ae: autoencoder only; dyn: dynamics only (needs --init-from or --resume); all (default)")
+    parser.add_argument("--phase", choices=("ae", "dyn", "all", "decoder"), default="all",
+                        help="ae: autoencoder only; dyn: dynamics only (needs --init-from or --resume); all (default); "
+                             "decoder: fine-tune only the frame decoder of --init-from weights for train.ae_steps "
+                             "(the encoder and dynamics stay as loaded)")
     parser.add_argument("--init-from", default=None, metavar="WEIGHTS_DIR",
                         help="initialise from exported weights (WorldModel.from_pretrained), e.g. to skip the AE phase")
     parser.add_argument("--export", default=None, metavar="DIR",

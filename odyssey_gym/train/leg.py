@@ -8,7 +8,8 @@ same command and carries on where it stopped):
 
 1. record   DIR/data/<world>-<policy>-<seed> (training) and DIR/data/<world>-heldout-<policy>-<seed>
 2. before   `eval` of WEIGHTS on the held-out data          -> DIR/eval-before/report.json
-3. train    `train --phase dyn --init-from WEIGHTS`, or `--resume` once DIR/run holds a checkpoint
+3. train    `train --phase dyn --init-from WEIGHTS` (or `--phase decoder`: the frame decoder only), or `--resume`
+           once DIR/run holds a checkpoint
                                                            -> DIR/run, DIR/export
 4. after    `eval` of DIR/export on the same held-out data  -> DIR/eval-after/report.json
 5. result   the before/after numbers, as an "eval" entry of the export's last leg in train_summary.json
@@ -81,6 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout-data", nargs="+", default=[], metavar="DIR",
                    help="use existing held-out dataset dir(s), instead of or besides --heldout")
     p.add_argument("--workers", type=int, default=1, help="recording processes, one engine each (default 1)")
+    p.add_argument("--phase", choices=("dyn", "decoder"), default="dyn",
+                   help="what the leg trains: the dynamics (default), or only the frame decoder (the config's ae_steps; "
+                        "the encoder and dynamics stay as in WEIGHTS)")
     p.add_argument("--land", action="store_true",
                    help="when the held-out numbers improved, copy the export into WEIGHTS (WEIGHTS/probe/ is kept)")
     add_device_argument(p, "for training and eval")
@@ -121,6 +125,7 @@ class Plan:
     eval_args: list[str]
     land: bool
     progress: bool
+    phase: str = "dyn"  # what `train` trains: dyn | decoder
     probe: Path | None = None
     train_dirs: list[Path] = field(default_factory=list)
     heldout_dirs: list[Path] = field(default_factory=list)
@@ -180,7 +185,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 record=parse_recordings(args.record, "--record"), heldout=parse_recordings(args.heldout, "--heldout"),
                 data=[Path(d) for d in args.data], heldout_data=[Path(d) for d in args.heldout_data],
                 workers=args.workers, device=args.device, eval_args=parse_eval_args(args.eval_args),
-                land=args.land, progress=not args.no_progress)
+                land=args.land, progress=not args.no_progress, phase=getattr(args, "phase", "dyn"))
     if not plan.record and not plan.data:
         raise LegError("no training data: give --record POLICY:SEED:STEPS,... or --data DIR...")
     if not plan.heldout and not plan.heldout_data:
@@ -438,11 +443,12 @@ def headline(report: dict[str, Any]) -> str:
 
 
 def train_stage(plan: Plan, clock: Clock) -> None:
-    """Dynamics from WEIGHTS for --minutes, exported; a run cut off before its export resumes from its checkpoint."""
+    """Dynamics (or the decoder) from WEIGHTS for --minutes, exported; a run cut off before its export resumes from
+    its checkpoint."""
     # --init-from stays with --resume: the checkpoint overrides its weights, and the export still appends this
     # leg to WEIGHTS' campaign log
     argv = ["--config", str(plan.config), *[a for d in plan.train_dirs for a in ("--data", str(d))],
-            "--out", str(plan.work / "run"), "--phase", "dyn", "--init-from", str(plan.weights),
+            "--out", str(plan.work / "run"), "--phase", plan.phase, "--init-from", str(plan.weights),
             "--max-minutes", str(plan.minutes), "--export", str(plan.export),
             *([] if plan.device == "auto" else ["--device", plan.device]), *([] if plan.progress else ["--no-progress"])]
     resumed = train_into(argv, plan.work / "run", plan.export)
@@ -450,8 +456,9 @@ def train_stage(plan: Plan, clock: Clock) -> None:
         clock("train", f"skipped, {plan.export} holds an export")
         return
     leg = load_summary(plan.export)["legs"][-1]
-    clock("train", f"{'resumed, ' if resumed else ''}trained {leg['steps']['dyn']}/{leg.get('dyn_steps_planned')} "
-                   f"dynamics steps, {leg['gpu_minutes']} GPU-minutes -> {plan.export}")
+    what = (f"{leg['steps']['decoder']} decoder steps" if plan.phase == "decoder"
+            else f"{leg['steps']['dyn']}/{leg.get('dyn_steps_planned')} dynamics steps")
+    clock("train", f"{'resumed, ' if resumed else ''}trained {what}, {leg['gpu_minutes']} GPU-minutes -> {plan.export}")
 
 
 def train_into(argv: list[str], run_dir: Path, export: Path) -> bool | None:

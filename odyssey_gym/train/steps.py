@@ -252,9 +252,11 @@ def start_bank(flat, n: int, K: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, train_seconds, log,
-           partial_step: int | None = None, init_from: str | None = None, config_name: str | None = None) -> Path:
+           partial_step: int | None = None, init_from: str | None = None, config_name: str | None = None,
+           decoder_only: bool = False) -> Path:
     """EMA weights via `save_pretrained` (bf16, <=16 MiB shards), start_bank.npz, and train_summary.json: the
-    campaign log of `init_from` (when it has one) with this run appended as a leg."""
+    campaign log of `init_from` (when it has one) with this run appended as a leg. `partial_step`: the steps a
+    time limit let the last phase run; `decoder_only`: the run fine-tuned only the decoder (`--phase decoder`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = _unwrap(ema)
@@ -264,11 +266,14 @@ def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, 
     np.savez_compressed(out / "start_bank.npz", **bank)
     from .campaign import append_leg, load_summary, write_summary
 
+    planned = tc.ae_steps if decoder_only else tc.dyn_steps  # the last phase's steps, unless a time limit cut it
+    ran = planned if partial_step is None else partial_step
     leg = {
-        "recipe": {"objective": m.config.dynamics.objective, "config": config_name},
+        "recipe": ({"objective": "decoder", "config": config_name} if decoder_only
+                   else {"objective": m.config.dynamics.objective, "config": config_name}),
         "init_from": "weights" if init_from else None,
-        "steps": {"ae": tc.ae_steps, "dyn": tc.dyn_steps if partial_step is None else partial_step},
-        "dyn_steps_planned": tc.dyn_steps,
+        "steps": {"decoder": ran} if decoder_only else {"ae": tc.ae_steps, "dyn": ran},
+        "dyn_steps_planned": 0 if decoder_only else tc.dyn_steps,
         "gpu_minutes": round(train_seconds / 60.0, 2),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "data": {"frames": data_info["frames"], "episodes": data_info["episodes"], "seeds": data_info["seeds"],

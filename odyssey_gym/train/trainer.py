@@ -45,7 +45,9 @@ class TrainArgs:
     # stop the dynamics phase after this step, as a time limit would (checkpoint, partial export), its learning
     # rate schedule unchanged: how a campaign leg that a time limit stopped is replayed step for step
     max_steps: int | None = None
-    phase: str = "all"  # ae | dyn | all
+    # ae | dyn | all | decoder (fine-tune only the frame decoder of --init-from weights: the encoder, so every latent
+    # the dynamics learned, and the dynamics stay exactly as loaded)
+    phase: str = "all"
     init_from: str | None = None
     export: str | None = None
     device: str | None = None
@@ -259,6 +261,15 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
                 export(s, run)
                 return 0
 
+        # ------------------------------------------------------------ or only the decoder (--phase decoder)
+        if run.phase == "decoder":
+            s.log(f"phase decoder: {s.tc.ae_steps} steps, batch {s.tc.ae_batch_size}; encoder and dynamics frozen")
+            done = run_phase(s, run, decoder_phase(s, run))
+            if done:
+                save_checkpoint(s, run)
+            export(s, run, partial_step=None if done else run.step)
+            return 0
+
         # ------------------------------------------------------------ encode every frame once
         encode_latents(s, run)
 
@@ -325,11 +336,12 @@ def init_run(s: Setup) -> RunState:
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     seed_everything(tc.seed * 1000 + s.info.rank)  # per-rank randomness from here on
 
-    if args.phase == "dyn" and not args.init_from and not args.resume:
-        raise TrainingError("--phase dyn needs a trained autoencoder: pass --init-from WEIGHTS_DIR or --resume a run")
-    run = RunState(model=model, ema=ema, phase="dyn" if args.phase == "dyn" else "ae", step=0,
+    if args.phase in ("dyn", "decoder") and not args.init_from and not args.resume:
+        raise TrainingError(f"--phase {args.phase} needs a trained world model to start from: pass --init-from "
+                            "WEIGHTS_DIR or --resume a run")
+    run = RunState(model=model, ema=ema, phase=args.phase if args.phase in ("dyn", "decoder") else "ae", step=0,
                    latent_stats=None, last_metrics={}, seconds_before=0.0)
-    if args.init_from and args.phase == "dyn" and model.config.latent_mean is not None:
+    if args.init_from and args.phase in ("dyn", "decoder") and model.config.latent_mean is not None:
         # the autoencoder stays as loaded: keep the normalisation the initial dynamics were trained with
         # (the new data's own stats would shift every latent the pretrained dynamics see)
         run.latent_stats = {"mean": list(model.config.latent_mean), "std": list(model.config.latent_std)}
@@ -371,6 +383,16 @@ def ae_batch(s: Setup, step: int) -> torch.Tensor:
 def ae_phase(s: Setup, run: RunState) -> Phase:
     tc = s.tc
     return make_phase(s, run, "ae", run.model.ae, run.ema.ae, ae_objective, ae_batch,
+                      tc.ae_steps, tc.ae_lr, tc.ae_weight_decay, tc.ae_warmup_steps)
+
+
+def decoder_phase(s: Setup, run: RunState) -> Phase:
+    """The autoencoder's objective on real frames with the encoder frozen: the decoder learns detail the first,
+    short autoencoder phase left out, while every latent the dynamics were trained on stays bit for bit the same."""
+    tc = s.tc
+    for ae in (run.model.ae, run.ema.ae):
+        ae.encoder.requires_grad_(False)
+    return make_phase(s, run, "decoder", run.model.ae, run.ema.ae, ae_objective, ae_batch,
                       tc.ae_steps, tc.ae_lr, tc.ae_weight_decay, tc.ae_warmup_steps)
 
 
@@ -438,7 +460,7 @@ def dyn_phase(s: Setup, run: RunState) -> Phase:
 def target_frames_per_step(tc: TrainConfig, model, name: str) -> float:
     """Frames a step's loss trains on (one rank): the autoencoder's batch; with teacher forcing every window frame
     but the first; with diffusion forcing the expected target-like share (1 - p_context) of the window."""
-    if name == "ae":
+    if name in ("ae", "decoder"):
         return float(tc.ae_batch_size)
     dyn = model.config.dynamics
     if dyn.objective == "teacher_forcing":
@@ -691,7 +713,7 @@ def save_checkpoint(s: Setup, run: RunState, ph: Phase | None = None) -> None:
     check_finite(s, run, ph, weights=True)
     rng = gather_objects(ckpt.get_rng_state({"data": s.data.gen}), s.info)
     ae_total = s.tc.ae_steps
-    global_step = {"ae": 0, "dyn": ae_total, "done": ae_total + 1}[run.phase] + run.step
+    global_step = {"ae": 0, "decoder": 0, "dyn": ae_total, "done": ae_total + 1}[run.phase] + run.step
     if s.info.is_main:
         path = ckpt.save_checkpoint(
             s.run_dir,
@@ -717,4 +739,4 @@ def export(s: Setup, run: RunState, partial_step: int | None = None) -> None:
     if s.args.export and s.info.is_main:
         steps.export(run.model, run.ema, s.world, s.data, s.flat, s.data_info, s.args.export, s.tc, run.last_metrics,
                      train_seconds(s, run), s.log, init_from=s.args.init_from, config_name=Path(s.cfg.source).name,
-                     partial_step=partial_step)
+                     partial_step=partial_step, decoder_only=s.args.phase == "decoder")
