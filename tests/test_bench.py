@@ -88,3 +88,27 @@ def test_bench_checks_its_options_once_into_a_config(capsys):
             BenchConfig.from_args(p.parse_args(bad))
         assert main(["bench", *bad, "--device", "cpu"]) == 2
         assert named in capsys.readouterr().err
+
+
+def test_detail_carry_frames_draws_real_without_and_with_carry(tmp_path, capsys):
+    """benchmarks/detail_carry_frames.py on tiny weights and tiny data: a 3-column PNG of 2 rows a window, the
+    PSNRs printed; weights without carry need --carry."""
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+    from test_train import make_dataset
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "detail_carry_frames.py"
+    spec = importlib.util.spec_from_file_location("detail_carry_frames", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    w = make_tiny_weights("doom-takecover", tmp_path / "w")
+    data = make_dataset(tmp_path / "d", episodes=2, length=20)
+    out = tmp_path / "f.png"
+    with pytest.raises(SystemExit):  # tiny weights carry nothing by default
+        mod.main(["--world", "doom-takecover", "--weights", str(w), "--data", str(data), "--out", str(out)])
+    assert mod.main(["--world", "doom-takecover", "--weights", str(w), "--data", str(data), "--out", str(out),
+                     "--steps", "3", "--carry", "0.3"]) == 0
+    assert Image.open(out).size == (3 * 64, 3 * 2 * 64)
+    assert "detail_carry 0:" in capsys.readouterr().out
