@@ -5,8 +5,7 @@
 Each count encodes that many of the shipped start bank's frames (real game frames, so the JPEG's entropy is the
 game's), through the same `encode(frames, slots)` the server awaits: `CpuJpegEncoder` (PIL in a thread pool, the
 frames copied to the host first) and, where CUDA and torchvision's nvJPEG are there, `CudaJpegEncoder` (one batched
-call on the device frames) and `SplitJpegEncoder` (both at once, the frames shared by their measured speed). Prints
-the median and p90 milliseconds per tick for each, and their ratio to the CPU threads.
+call on the device frames). Prints the median and p90 milliseconds per tick for each, and their ratio.
 
 Why: a sweep of `bench_web.py` measured nvJPEG at 7.3 / 21.5 / 46.3 ms for 16 / 64 / 128 players, and CPU threads
 4.5 ms for 16 in another run; a default needs both on one machine, in one run.
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from odyssey_gym.play.web.jpeg import CpuJpegEncoder, CudaJpegEncoder, SplitJpegEncoder, cuda_jpeg_problem
+    from odyssey_gym.play.web.jpeg import CpuJpegEncoder, CudaJpegEncoder, cuda_jpeg_problem
 
     args = parse_args(argv)
     pool = bank_frames(args.world, args.weights)
@@ -93,8 +92,6 @@ def main(argv=None) -> int:
         if problem is None:
             dev = torch.from_numpy(host).cuda()
             times["cuda"] = time_encoder(CudaJpegEncoder(args.quality), dev, n, args.repeats)
-            split = SplitJpegEncoder(CudaJpegEncoder(args.quality), CpuJpegEncoder(args.quality, workers))
-            times["split"] = time_encoder(split, dev, n, args.repeats)
         row = {"frames": n}
         for name, ts in times.items():
             row[name] = {"p50_ms": statistics.median(ts), "p90_ms": float(np.percentile(ts, 90))}
@@ -104,16 +101,13 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     print(f"## JPEG encoding per tick: {args.world} frames {pool.shape[1]}x{pool.shape[2]}, quality {args.quality}, "
           f"{workers} CPU threads{', ' + gpu if gpu else ''}\n")
-    print("| frames | CPU threads p50 / p90 ms | nvJPEG p50 / p90 ms | nvJPEG / CPU | split p50 / p90 ms | split / CPU |")
-    print("|---|---|---|---|---|---|")
+    print("| frames | CPU threads p50 / p90 ms | nvJPEG p50 / p90 ms | nvJPEG / CPU |")
+    print("|---|---|---|---|")
     for r in rows:
-        c = r["cpu"]
-        cells = []
-        for name in ("cuda", "split"):
-            g = r.get(name)
-            cells += ([f"{g['p50_ms']:.2f} / {g['p90_ms']:.2f}", f"{g['p50_ms'] / c['p50_ms']:.2f}x"] if g
-                      else [f"n/a ({problem})", "n/a"])
-        print(f"| {r['frames']} | {c['p50_ms']:.2f} / {c['p90_ms']:.2f} | {' | '.join(cells)} |")
+        c, g = r["cpu"], r.get("cuda")
+        gpu_cell = f"{g['p50_ms']:.2f} / {g['p90_ms']:.2f}" if g else f"n/a ({problem})"
+        ratio = f"{g['p50_ms'] / c['p50_ms']:.2f}x" if g else "n/a"
+        print(f"| {r['frames']} | {c['p50_ms']:.2f} / {c['p90_ms']:.2f} | {gpu_cell} | {ratio} |")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"world": args.world, "quality": args.quality, "cpu_threads": workers,
                                                    "gpu": gpu, "cuda_problem": problem, "rows": rows}, indent=1))

@@ -457,36 +457,3 @@ def test_server_at_its_fps_says_nothing(weights):
             for _ in range(14):  # about 2.8 s of ticks at 5 fps
                 next_frame(ws)
     assert game.slow_warning == ""
-
-
-def test_split_jpeg_encoder_keeps_slot_order_and_moves_work_to_the_faster_side():
-    """Both halves come back in slot order; after a tick where one side took longer per frame, it gets fewer."""
-    import torch
-
-    from odyssey_gym.play.web.jpeg import SplitJpegEncoder
-
-    class Fake:
-        def __init__(self, ms_per_frame):
-            self.ms, self.closed = ms_per_frame, False
-
-        async def encode(self, frames, slots):
-            await asyncio.sleep(self.ms * len(slots) / 1e3)
-            return [bytes([int(frames[i, 0, 0, 0])]) for i in slots]
-
-        def close(self):
-            self.closed = True
-
-    frames = torch.arange(40, dtype=torch.uint8)[:, None, None, None].expand(40, 2, 2, 3).contiguous()
-    slow, fast = Fake(3.0), Fake(1.0)
-    enc = SplitJpegEncoder(slow, fast)
-    slots = [39, 2, 17, 0, *range(20, 36)]
-    out = asyncio.run(enc.encode(frames, slots))
-    assert [b[0] for b in out] == slots
-    assert enc.gpu_share < 0.4  # the first side was 3x slower per frame: about a quarter of the frames next time
-    assert asyncio.run(enc.encode(frames, [])) == []
-    enc.close()
-    assert slow.closed and fast.closed
-    with pytest.raises(ValueError, match="'split' needs the env's frames on a CUDA device"):
-        from odyssey_gym.play.web import jpeg
-
-        jpeg.make_jpeg_encoder("split", device=torch.device("cpu"), backend="torch", quality=80, workers=2)

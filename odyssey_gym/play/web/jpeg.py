@@ -8,11 +8,8 @@ Two encoders with one interface, `await encoder.encode(frames, slots) -> [bytes 
   cross to the host as pixels. Its cost also grows with the player count (7.3 ms at 16 players, 21.5 ms at 64 on an
   H100, BENCHMARKS.md); `benchmarks/bench_jpeg.py` times both encoders on the same frames in one run.
 
-- `SplitJpegEncoder`: both at once on separate hardware, a tick's frames split between nvJPEG and the CPU threads
-  in proportion to each one's measured speed, so the tick waits for the slower half instead of the whole batch.
-
-`make_jpeg_encoder("auto" | "cpu" | "cuda" | "split", ...)` picks one: "auto" takes the GPU where the env steps on
-CUDA with the torch backend and torchvision can encode there, else the CPU.
+`make_jpeg_encoder("auto" | "cpu" | "cuda", ...)` picks one: "auto" takes the GPU where the env steps on CUDA with
+the torch backend and torchvision can encode there, else the CPU.
 """
 
 from __future__ import annotations
@@ -20,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-ENCODERS = ("auto", "cpu", "cuda", "split")
+ENCODERS = ("auto", "cpu", "cuda")
 MIN_FRAMES_PER_ENCODE_TASK = 32
 
 
@@ -114,54 +110,6 @@ class CudaJpegEncoder:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class SplitJpegEncoder:
-    """A tick's frames split between two encoders that run concurrently (nvJPEG and CPU threads): the first gets the
-    share `gpu_share` of the slots, the second the rest, and after each tick the share moves toward the one that
-    makes both halves take equal time (from each half's milliseconds per frame, smoothed by `SMOOTHING`).
-
-    Why: on an H100, nvJPEG took 10.9 ms and 8 CPU threads 12.9 ms for 64 frames in one run (BENCHMARKS.md); each
-    alone fills most of a 28.6 ms tick at 64 players, while the two halves together should take about half."""
-
-    name = "split"
-    SMOOTHING = 0.5  # weight of the newest tick's speeds in the running estimate
-    MIN_SHARE, MAX_SHARE = 0.05, 0.95  # each side keeps some frames, so its speed stays measured
-
-    def __init__(self, first, second, gpu_share: float = 0.5):
-        self.first, self.second = first, second
-        self.gpu_share = float(gpu_share)
-        self._ms_per_frame: list[float | None] = [None, None]
-
-    async def _timed(self, k: int, enc, frames, slots: list[int]) -> list[bytes]:
-        t = time.perf_counter()
-        out = await enc.encode(frames, slots)
-        if slots:
-            ms = (time.perf_counter() - t) * 1e3 / len(slots)
-            old = self._ms_per_frame[k]
-            self._ms_per_frame[k] = ms if old is None else (1 - self.SMOOTHING) * old + self.SMOOTHING * ms
-        return out
-
-    def _rebalance(self) -> None:
-        a, b = self._ms_per_frame
-        if a and b:  # equal time: share * a = (1 - share) * b
-            self.gpu_share = min(self.MAX_SHARE, max(self.MIN_SHARE, b / (a + b)))
-
-    async def encode(self, frames, slots: list[int]) -> list[bytes]:
-        if not slots:
-            return []
-        g = min(len(slots), max(0, round(self.gpu_share * len(slots))))
-        rest = slots[g:]
-        # the second encoder gets only its own frames (it copies what it is given to the host)
-        theirs = frames[rest] if rest else frames[:0]
-        parts = await asyncio.gather(self._timed(0, self.first, frames, slots[:g]),
-                                     self._timed(1, self.second, theirs, list(range(len(rest)))))
-        self._rebalance()
-        return parts[0] + parts[1]
-
-    def close(self) -> None:
-        self.first.close()
-        self.second.close()
-
-
 @functools.cache
 def cuda_jpeg_problem() -> str | None:
     """Why JPEGs cannot be encoded on the GPU here (None: they can): tried once on a tiny frame."""
@@ -184,15 +132,13 @@ def make_jpeg_encoder(kind: str, *, device, backend: str, quality: int, workers:
     if kind not in ENCODERS:
         raise ValueError(f"jpeg encoder must be one of {', '.join(ENCODERS)}, got {kind!r}")
     on_gpu = getattr(device, "type", str(device)) == "cuda" and backend == "torch"
-    if kind in ("cuda", "split"):
+    if kind == "cuda":
         if not on_gpu:
-            raise ValueError(f"jpeg encoder {kind!r} needs the env's frames on a CUDA device with the torch backend "
+            raise ValueError(f"jpeg encoder 'cuda' needs the env's frames on a CUDA device with the torch backend "
                              f"(this env: device {device}, backend {backend})")
         problem = cuda_jpeg_problem()
         if problem is not None:
-            raise ValueError(f"jpeg encoder {kind!r} is not available here: {problem}")
-        if kind == "split":
-            return SplitJpegEncoder(CudaJpegEncoder(quality), CpuJpegEncoder(quality, workers))
+            raise ValueError(f"jpeg encoder 'cuda' is not available here: {problem}")
         return CudaJpegEncoder(quality)
     if kind == "auto" and on_gpu and cuda_jpeg_problem() is None:
         return CudaJpegEncoder(quality)

@@ -63,7 +63,7 @@ class WebConfig:
     fps: float | None = None  # None: the world's fps
     jpeg_quality: int = 85
     encode_workers: int = 0  # CPU encoder threads; 0: min(8, CPUs)
-    jpeg_encoder: str = "auto"  # "auto" (the GPU where the env steps on CUDA), "cpu", "cuda" or "split" (both)
+    jpeg_encoder: str = "auto"  # "auto" (the GPU where the env steps on CUDA), "cpu" or "cuda"
     record_seconds: float = 120.0  # how much of a session "record" can write; 0 disables it
     stats_interval_s: float = 0.5  # how often each player gets a stats message
     # what clients may do (docs/WEB.md): see odyssey_gym/play/web/guard.py
@@ -157,7 +157,7 @@ class GameServer:
 
         cuda = resolve_device(self.config.device).type == "cuda"
         gpu_jpeg = cuda and self.config.jpeg_encoder != "cpu" and (
-            self.config.jpeg_encoder in ("cuda", "split") or cuda_jpeg_problem() is None)
+            self.config.jpeg_encoder == "cuda" or cuda_jpeg_problem() is None)
         return WorldModelVectorEnv(self.world, num_envs=self.config.max_players, device=self.config.device,
                                    weights=self.config.weights, sampling_steps=self.config.sampling_steps,
                                    compile="decoder" if cuda else None, backend="torch" if gpu_jpeg else "numpy")
