@@ -118,7 +118,9 @@ def test_config_errors_are_clear(tmp_path):
     assert {"tiny.yaml", "doom-explore.yaml", "doom-takecover.yaml"} <= {p.name for p in shipped}
     for path in shipped:
         cfg = load_config(path)
-        assert cfg.train.dyn_steps > 0, path.name
+        assert cfg.train.dyn_steps > 0 or "decoder" in path.name, path.name  # a decoder leg trains no dynamics
+        if "decoder" in path.name:
+            assert cfg.train.ae_steps > 0, path.name
         if cfg.world is not None:  # its model builds, and its config.json gives the same config back
             mcfg = model_config(cfg.model, get_world(cfg.world))
             assert type(mcfg).from_dict(json.loads(json.dumps(mcfg.to_dict()))) == mcfg, path.name
@@ -736,3 +738,18 @@ def test_decoder_phase_trains_only_the_decoder_and_logs_the_leg(dataset, tmp_pat
     capsys.readouterr()
     assert run_inproc(write_config(tmp_path / "c3.yaml"), dataset, tmp_path / "r3", "--phase", "decoder") != 0
     assert "--phase decoder needs" in capsys.readouterr().err
+
+    # half of each batch decoded from the dynamics' own one-step predictions: the same parts frozen, and the
+    # decoder's error on those predictions falls
+    c = tmp_path / "w3"
+    assert run_inproc(write_config(tmp_path / "c4.yaml", ae_steps=30, ae_lr=2e-3, decoder_predicted_frac=0.5),
+                      dataset, tmp_path / "r4", "--phase", "decoder", "--init-from", a, "--export", c) == 0
+    sc = WorldModel.from_pretrained(c).state_dict()
+    assert all(torch.equal(sa[k], sc[k]) for k in sa if not k.startswith("ae.decoder."))
+    out = "".join(capsys.readouterr())
+    pred = [float(line.split("pred_psnr=")[1].split()[0]) for line in out.splitlines() if "pred_psnr=" in line]
+    assert len(pred) >= 2 and pred[-1] > pred[0], out[-2000:]
+    with pytest.raises(Exception, match="decoder_predicted_frac"):
+        from odyssey_gym.train.config import load_config
+
+        load_config(write_config(tmp_path / "c5.yaml", decoder_predicted_frac=1.5))

@@ -224,16 +224,24 @@ class FrameAutoencoder(nn.Module):
         if cfg.decoder_noise > 0 and self.training:
             rms = z.detach().float().pow(2).mean().sqrt()
             z_dec = z + (cfg.decoder_noise * rms * torch.randn_like(z, dtype=torch.float32)).to(z.dtype)
-        xr = self.decode(z_dec).float()
+        loss, metrics = self.decode_loss(z_dec, x)
+        reg = z.float().pow(2).mean()
+        loss = loss + cfg.latent_reg * reg
+        metrics.update(loss=loss.detach(), z_rms=reg.detach().sqrt())
+        return loss, metrics
+
+    def decode_loss(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reconstruction terms (L1, SSIM, gradient L1) of decoding latents z (B, C, h, w) against frames x
+        (B, 3, H, W) in [-1, 1]: the autoencoder's loss without its latent term, for a decoder trained on latents
+        the encoder did not make (a world model's predictions)."""
+        cfg = self.config
+        xr = self.decode(z).float()
         x = x.float()
         l1 = (xr - x).abs().mean()
         s = ssim(xr, x)
         g = _grad_l1(xr, x)
-        reg = z.float().pow(2).mean()
-        loss = cfg.l1_weight * l1 + cfg.ssim_weight * (1 - s) + cfg.grad_weight * g + cfg.latent_reg * reg
+        loss = cfg.l1_weight * l1 + cfg.ssim_weight * (1 - s) + cfg.grad_weight * g
         with torch.no_grad():
             mse = (xr.clamp(-1, 1) - x).pow(2).mean()
             psnr = 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
-        metrics = {"loss": loss.detach(), "l1": l1.detach(), "ssim": s.detach(), "grad_l1": g.detach(),
-                   "psnr": psnr, "z_rms": reg.detach().sqrt()}
-        return loss, metrics
+        return loss, {"loss": loss.detach(), "l1": l1.detach(), "ssim": s.detach(), "grad_l1": g.detach(), "psnr": psnr}

@@ -57,6 +57,9 @@ class TrainConfig:
     ae_lr: float = 1e-3
     ae_warmup_steps: int = 300
     ae_weight_decay: float = 0.0
+    # `--phase decoder` only: the share of each batch decoded from the frozen dynamics' one-step predictions after
+    # real context (what the sampler decodes), against the real frame, instead of from the encoder's own latents
+    decoder_predicted_frac: float = 0.0
 
     # --- phase 2: dynamics on random windows of `dyn_window` frames
     dyn_steps: int = 30000
@@ -125,6 +128,7 @@ class TrainConfig:
         need(self.unroll_len < self.dyn_window, "unroll_len", f"must be < dyn_window ({self.dyn_window})")
         need(0.0 <= self.unroll_start_frac <= 1.0, "unroll_start_frac", "must lie in [0, 1]")
         need(0.0 <= self.unroll_batch_frac <= 1.0, "unroll_batch_frac", "must lie in [0, 1]")
+        need(0.0 <= self.decoder_predicted_frac <= 1.0, "decoder_predicted_frac", "must lie in [0, 1]")
         need(0 <= int(self.rollout_rows) <= self.dyn_batch_size, "rollout_rows",
              f"must lie in 0..dyn_batch_size ({self.dyn_batch_size})")
         need(int(round(self.unroll_batch_frac * self.dyn_batch_size)) + int(self.rollout_rows) <= self.dyn_batch_size

@@ -263,7 +263,10 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
 
         # ------------------------------------------------------------ or only the decoder (--phase decoder)
         if run.phase == "decoder":
-            s.log(f"phase decoder: {s.tc.ae_steps} steps, batch {s.tc.ae_batch_size}; encoder and dynamics frozen")
+            s.log(f"phase decoder: {s.tc.ae_steps} steps, batch {s.tc.ae_batch_size} ({s.tc.decoder_predicted_frac:.0%} "
+                  "from the dynamics' one-step predictions); encoder and dynamics frozen")
+            if s.tc.decoder_predicted_frac > 0:
+                encode_latents(s, run)  # the windows the predictions are made from
             done = run_phase(s, run, decoder_phase(s, run))
             if done:
                 save_checkpoint(s, run)
@@ -388,12 +391,57 @@ def ae_phase(s: Setup, run: RunState) -> Phase:
 
 def decoder_phase(s: Setup, run: RunState) -> Phase:
     """The autoencoder's objective on real frames with the encoder frozen: the decoder learns detail the first,
-    short autoencoder phase left out, while every latent the dynamics were trained on stays bit for bit the same."""
+    short autoencoder phase left out, while every latent the dynamics were trained on stays bit for bit the same.
+    With `decoder_predicted_frac`, part of each batch decodes the dynamics' own one-step predictions instead, the
+    latents the sampler decodes in play."""
     tc = s.tc
     for ae in (run.model.ae, run.ema.ae):
-        ae.encoder.requires_grad_(False)
-    return make_phase(s, run, "decoder", run.model.ae, run.ema.ae, ae_objective, ae_batch,
+        ae.requires_grad_(False)
+        ae.decoder.requires_grad_(True)
+    run.model.dynamics.requires_grad_(False).eval()
+    batch = functools.partial(decoder_batch, model=run.model) if tc.decoder_predicted_frac > 0 else ae_batch
+    return make_phase(s, run, "decoder", run.model.ae, run.ema.ae, decoder_objective, batch,
                       tc.ae_steps, tc.ae_lr, tc.ae_weight_decay, tc.ae_warmup_steps)
+
+
+def decoder_batch(s: Setup, step: int, model) -> dict[str, torch.Tensor]:
+    """Real frames, plus windows of K + 1 frames whose last latent the frozen dynamics predict from the K real ones
+    before it with the sampler's own schedule (no grad), and the real frame it should decode to."""
+    tc = s.tc
+    n_pred = int(round(tc.decoder_predicted_frac * tc.ae_batch_size))
+    out = {"x": s.data.sample_frames(tc.ae_batch_size - n_pred)}
+    K = model.config.context_frames
+    idx = s.data.sample_window_index(n_pred, K + 1)
+    b = s.data.windows(idx)
+    with torch.no_grad(), s.amp:
+        z = model.dynamics.sample_teacher_forced(b["z"], b["actions"], model.config.sigma_schedule(),
+                                                 state_prev=b.get("state_prev"))[:, -1]
+    mean, std = latent_scale(model, z)
+    out["z_pred"] = z.float() * std + mean  # back to the autoencoder's own latent scale
+    out["x_pred"] = s.data.frames_at(idx[:, -1])
+    return out
+
+
+def latent_scale(model, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the model's latent normalisation, shaped (C, 1, 1) on z's device."""
+    mean = torch.as_tensor(model.config.latent_mean, device=z.device, dtype=torch.float32)[:, None, None]
+    std = torch.as_tensor(model.config.latent_std, device=z.device, dtype=torch.float32)[:, None, None]
+    return mean, std
+
+
+def decoder_objective(ae: torch.nn.Module, b) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The reconstruction loss of real frames and, where the batch has them, of predicted latents, each weighted
+    by its share of the batch (a plain tensor batch: real frames only)."""
+    if isinstance(b, torch.Tensor):
+        return steps.ae_loss(ae, b)
+    n_real, n_pred = b["x"].shape[0], b["x_pred"].shape[0]
+    loss_p, m_p = ae.decode_loss(b["z_pred"], b["x_pred"])
+    metrics = {"pred_psnr": m_p["psnr"], "pred_l1": m_p["l1"]}
+    if n_real == 0:
+        return loss_p, {**metrics, "loss": loss_p.detach()}
+    loss_r, m_r = steps.ae_loss(ae, b["x"])
+    loss = (n_real * loss_r + n_pred * loss_p) / (n_real + n_pred)
+    return loss, {**m_r, **metrics, "loss": loss.detach()}
 
 
 def dyn_objective(dyn: torch.nn.Module, b: dict[str, Any], unroll_len: int, unroll_sigmas, unroll_depth: int = 1):
@@ -545,7 +593,7 @@ def run_phase(s: Setup, run: RunState, ph: Phase) -> bool:
 def step_kind(batch) -> tuple[int, bool]:
     """Steps of one kind cost the same FLOPs: the dynamics' unrolled rows change the cost (the rollout bank's
     sampling runs before the step and is not counted), nothing else does."""
-    return (int(batch["unroll"]), "rollout_z" in batch) if isinstance(batch, dict) else (0, False)
+    return (int(batch.get("unroll", 0)), "rollout_z" in batch) if isinstance(batch, dict) else (0, False)
 
 
 def count_flops(s: Setup, ph: Phase, batch) -> float:
