@@ -411,3 +411,36 @@ def test_a_model_with_game_state_reports_it_takes_it_at_reset_and_ends_episodes_
     with pytest.raises(ValueError, match="no game state"):
         plain.reset(options={"context": ctx[:1], "state": given[:1]})
     plain.close()
+
+
+def test_detail_carry_is_an_env_option(weights):
+    """`detail_carry=` reaches the sampler: 0 shows frames exactly as decoded, a large value adds the real
+    context's lost detail; the latents are the same either way."""
+    out = {}
+    for carry in (0.0, 1e6):
+        env = make(weights, num_envs=2, detail_carry=carry, backend="torch")
+        env.reset(seed=3)
+        obs, *_ = env.step(torch.tensor([0, 1]))
+        out[carry] = (obs.clone(), env.sampler.last_latent.clone())
+        assert env.sampler.detail_carry == carry
+        env.close()
+    assert torch.equal(out[0.0][1], out[1e6][1]) and not torch.equal(out[0.0][0], out[1e6][0])
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_detail_carry_rejects_bad_values_in_the_env(weights, bad):
+    with pytest.raises(ValueError, match="detail_carry"):
+        make(weights, num_envs=1, detail_carry=bad)
+
+
+def test_detail_carry_reaches_the_single_env_and_make_vec(weights):
+    import gymnasium as gym
+
+    from odyssey_gym.envs.single_env import WorldModelEnv
+
+    env = WorldModelEnv(WORLD, weights=weights, detail_carry=0.5)
+    assert env.vector_env.sampler.detail_carry == 0.5
+    env.close()
+    venv = gym.make_vec("odyssey_gym/DoomTakeCover-v0", num_envs=2, weights=weights, detail_carry=0.0)
+    assert venv.unwrapped.sampler.detail_carry == 0.0
+    venv.close()

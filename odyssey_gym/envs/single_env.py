@@ -48,6 +48,7 @@ class WorldModelEnv(Env):
         sampling_steps: int | None = None,
         compile: bool = False,
         start_bank=None,
+        detail_carry: float | None = None,
     ):
         from .vector_env import WorldModelVectorEnv
 
@@ -64,6 +65,7 @@ class WorldModelEnv(Env):
             sampling_steps=sampling_steps,
             compile=compile,
             start_bank=start_bank,
+            detail_carry=detail_carry,
         )
         self.render_mode = render_mode
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": self.vector_env.metadata["render_fps"]}

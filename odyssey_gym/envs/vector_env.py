@@ -103,6 +103,7 @@ class WorldModelVectorEnv(VectorEnv):
         dtype: model/cache dtype. None (default): bfloat16 on CUDA, float32 elsewhere. Note a
             ``WorldModel`` passed as `weights` is converted in place.
         start_bank: optional ``(frames (N,K,H,W,3) uint8, actions (N,K,A))`` overriding the shipped bank.
+        detail_carry: the sampler's detail carry (None: the model's ``detail_carry``; 0: frames exactly as decoded).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -122,6 +123,7 @@ class WorldModelVectorEnv(VectorEnv):
         start_bank=None,
         dtype: torch.dtype | None = None,
         termination: str = "sample",
+        detail_carry: float | None = None,
     ):
         spec = get_world(world)
         self.world = spec
@@ -158,6 +160,8 @@ class WorldModelVectorEnv(VectorEnv):
         skw: dict[str, Any] = {"termination": termination}  # "sample" (default) | "threshold": see Sampler
         if sampling_steps is not None:
             skw["sampling_steps"] = int(sampling_steps)
+        if detail_carry is not None:
+            skw["detail_carry"] = detail_carry  # the Sampler checks it
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.dtype = dtype
