@@ -50,13 +50,14 @@ def with_totals(summary: dict[str, Any]) -> dict[str, Any]:
     """Recompute `totals` and the union of training seeds from the legs."""
     legs = summary.get("legs") or []
     seeds: set[int] = set()
-    steps = {"ae": 0, "dyn": 0, "decoder": 0}
+    steps = {"ae": 0, "dyn": 0}  # and "decoder" once a leg fine-tuned only the decoder
     frames = 0
     for leg in legs:
         data = leg.get("data") or {}
         seeds.update(int(s) for s in data.get("seeds") or [])
-        for k in steps:
-            steps[k] += int((leg.get("steps") or {}).get(k, 0))
+        for k, n in (leg.get("steps") or {}).items():
+            if k in ("ae", "dyn", "decoder"):
+                steps[k] = steps.get(k, 0) + int(n)
         frames = max(frames, int(data.get("frames", 0)))
     out = dict(summary)
     out["totals"] = {"legs": len(legs), "gpu_minutes": round(sum(float(l.get("gpu_minutes", 0)) for l in legs), 2),
