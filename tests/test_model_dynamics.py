@@ -274,3 +274,30 @@ def test_state_conditions_later_frames_only_and_its_head_learns_the_state():
         opt.step()
         mse.append(float(m["state_mse"]))
     assert mse[-1] < 0.25 * mse[0], (mse[0], mse[-1])
+
+
+@pytest.mark.parametrize("term_from", ["clean", "start"])
+def test_a_start_pass_termination_head_never_sees_the_frame_it_judges(term_from):
+    """`term_from: start`: frame t's termination logit comes from its first-pass input (frame t-1 plus noise) and
+    the context before it, so changing frame t itself (a recorded death frame is a copy of the one before) cannot
+    move it; `clean` reads the finished frame t, and does move. The loss trains it on the first-pass frames only."""
+    dyn = tiny_dynamics(objective="teacher_forcing", start_from="previous", sigma_max=1.0, p_sigma_max=0.5,
+                        term_from=term_from)
+    with torch.no_grad():
+        dyn.heads[-1].weight.normal_(0, 0.5)
+    z, _, a = inputs(T=5)
+    noise = torch.randn_like(z)
+    sig, sig_ctx = torch.ones(2, 5), torch.zeros(2, 5)
+
+    def term(z):
+        return dyn.forward_teacher_forcing(z, sig_ctx, dyn.start_input(z) + noise, sig, a)[2]
+
+    z2 = z.clone()
+    z2[:, 3] += 1.0
+    t1, t2 = term(z), term(z2)
+    torch.testing.assert_close(t1[:, :3], t2[:, :3])  # earlier frames never see frame 3
+    assert torch.allclose(t1[:, 3], t2[:, 3]) == (term_from == "start")
+    dead = torch.zeros(2, 5, dtype=torch.bool)
+    dead[:, 3] = True
+    loss, m = dyn.loss(z, a, torch.zeros(2, 5), dead, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and m["term_bce"] > 0

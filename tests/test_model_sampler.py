@@ -494,3 +494,38 @@ def test_detail_carry_rejects_bad_values(bad):
         WorldModelConfig.tiny(frame_size=(32, 32), action_dim=3, world="test-world", detail_carry=bad)
     with pytest.raises(ValueError, match="detail_carry"):
         Sampler(tiny_model(), 1, "cpu", detail_carry=bad)
+
+
+# ---------------------------------------------------------------------------- where the termination head reads
+
+
+@pytest.mark.parametrize("term_from", ["clean", "start"])
+def test_sampler_termination_logit_matches_reference(term_from):
+    """The sampler's termination probability is the reference's logit, read at the pass `term_from` names: the
+    clean pass (the finished frame) or the first pass (the previous frame plus noise at sigma_max)."""
+    tf = {"start_from": "previous", "sigma_max": 1.0, "objective": "teacher_forcing", "p_sigma_max": 0.25}
+    m = tiny_model(dynamics={**tf, "term_from": term_from})
+    with torch.no_grad():
+        m.dynamics.heads[-1].weight.normal_(0, 0.5)
+    K = m.config.context_frames
+    frames, ctx_a, acts = data(2, K, 3, seed=8)
+    s = Sampler(m, 2, "cpu", sampling_steps=2)
+    s.reset(frames, ctx_a, seeds=torch.tensor([4, 5]))
+    probs = []
+    for n in range(acts.shape[1]):
+        s.step(acts[:, n])
+        probs.append(s.termination_probability())
+    ref = rollout_reference(m, frames, ctx_a, acts, torch.tensor([4, 5]), sampling_steps=2)
+    want = torch.sigmoid(ref["term_logit"] - s._term_offset)
+    torch.testing.assert_close(torch.stack(probs, 1), want, rtol=1e-4, atol=1e-5)
+    other = rollout_reference(tiny_model(dynamics={**tf, "term_from": "clean" if term_from == "start" else "start"}),
+                              frames, ctx_a, acts, torch.tensor([4, 5]), sampling_steps=2)
+    assert not torch.allclose(other["term_logit"], ref["term_logit"])  # the two passes really differ
+
+
+def test_term_from_start_needs_teacher_forcing():
+    with pytest.raises(ValueError, match="term_from"):
+        WorldModelConfig.tiny(frame_size=(32, 32), action_dim=3, world="test-world", dynamics={"term_from": "middle"})
+    with pytest.raises(ValueError, match="term_from 'start' needs"):
+        WorldModelConfig.tiny(frame_size=(32, 32), action_dim=3, world="test-world",
+                              dynamics={"term_from": "start", "objective": "diffusion_forcing"})

@@ -41,6 +41,7 @@ OBJECTIVES = ("teacher_forcing", "diffusion_forcing")
 TARGET_LOSSES = ("mse", "energy")
 START_FROM = ("noise", "previous")
 ATTENTION = ("sdpa", "flex")
+TERM_FROM = ("clean", "start")
 
 
 @dataclass
@@ -100,6 +101,12 @@ class DynamicsConfig:
     term_weight: float = 1.0
     # deaths are ~1% of frames or fewer: weight the positive class so the head learns to fire at all
     term_pos_weight: float = 1.0
+    # which pass the termination head reads: "clean" (the finished frame, as it enters the context) or "start" (the
+    # first sampling pass, at sigma_max from the previous frame: the end foreseen from the context and the action
+    # alone). A recorded episode's last frame is a copy of the one before it (the engine shows nothing new at the
+    # fatal step), so a head trained on the finished frame learns that copy, which no generated frame shows.
+    # "start" needs teacher forcing (its at-sigma_max frames train it).
+    term_from: str = "clean"
     # game state beside pixels (the world's `state_variables`, normalised): frame t is conditioned on the state
     # frame t-1 ended in, and a head predicts the state frame t ends in (0: no state)
     state_dim: int = 0
@@ -140,6 +147,11 @@ class DynamicsConfig:
         for name in ("p_context", "p_context_aug", "p_sigma_max"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        if self.term_from not in TERM_FROM:
+            raise ValueError(f"term_from must be one of {TERM_FROM}, got {self.term_from!r}")
+        if self.term_from == "start" and (self.objective != "teacher_forcing" or float(self.p_sigma_max) <= 0):
+            raise ValueError("term_from 'start' needs objective 'teacher_forcing' and p_sigma_max > 0 (the frames "
+                             "trained at the first pass's own input train the head)")
 
     @property
     def head_dim(self) -> int:
@@ -590,7 +602,10 @@ class Dynamics(nn.Module):
             x, _ = block(x, mod, (cos, sin), mask)
         pre = tuple(torch.cat([a, b], 1) for a, b in zip(pc, pn))
         z0, r, t, st = self._finish(x, cond, torch.cat([z_ctx, z_noisy], 1), pre)
-        return z0[:, T:], r[:, :T], t[:, :T], st[:, :T]
+        # the termination head of `term_from: start` reads the first target stream (where a frame is at its first
+        # pass's input, the loss uses it), the other heads the context stream
+        t = t[:, T:2 * T] if cfg.term_from == "start" else t[:, :T]
+        return z0[:, T:], r[:, :T], t, st[:, :T]
 
     # -- forward of one new frame against a KV cache (the real-time sampler)
 
@@ -749,13 +764,18 @@ class Dynamics(nn.Module):
             loss = loss + cfg.reward_weight * r_mse
             metrics["reward_mse"] = r_mse.detach()
         if terminated is not None:
+            tm, n_term = hm, n_head
+            if cfg.term_from == "start":  # only frames at exactly the first pass's input (frame 0 has no previous)
+                tm = hm * at_start[:, :, 0, 0, 0].float()
+                tm[:, 0] = 0
+                n_term = tm.sum().clamp_min(1)
             pos_weight = torch.tensor(cfg.term_pos_weight, device=t.device, dtype=t.dtype)
             bce = F.binary_cross_entropy_with_logits(t, terminated.float(), pos_weight=pos_weight, reduction="none")
-            t_bce = (bce * hm).sum() / n_head
+            t_bce = (bce * tm).sum() / n_term
             loss = loss + cfg.term_weight * t_bce
             metrics["term_bce"] = t_bce.detach()
             with torch.no_grad():
-                metrics["term_acc"] = (((t > 0) == terminated.bool()).float() * hm).sum() / n_head
+                metrics["term_acc"] = (((t > 0) == terminated.bool()).float() * tm).sum() / n_term
         metrics["loss"] = loss.detach()
         return loss, metrics
 

@@ -201,6 +201,7 @@ class Sampler:
         self._sig = [torch.full((B,), s, device=dev) for s in self.sigmas]
         self._sig_ctx = torch.full((B,), self.context_noise, device=dev)
         self._start_previous = d.start_from == "previous"
+        self._term_from_start = d.term_from == "start"
         # detail carry: the shown frame's lost detail and the decoding it sits on, per env (see `carry_detail`)
         self.detail_carry = float(cfg.detail_carry if detail_carry is None else detail_carry)
         if not math.isfinite(self.detail_carry) or self.detail_carry < 0:
@@ -413,7 +414,10 @@ class Sampler:
         x = x.to(self.dtype)
         z0 = x
         for i in range(len(sig) - 1):
-            z0 = dyn.forward_cached(x, self._sig[i], actions, pos, caches, self.ptr, key_valid, state_prev)[0]
+            z0, _, pass_term, _ = dyn.forward_cached(x, self._sig[i], actions, pos, caches, self.ptr, key_valid,
+                                                     state_prev)
+            if i == 0:
+                start_term = pass_term  # what a `term_from: start` head reads: the end foreseen before the frame
             fresh = (hash_noise(self.seeds, self.frame_idx, i + 1, self.latent_shape)
                      if self._fresh and sig[i + 1] > 0 else None)  # the last pass needs no noise
             x = next_pass_input(z0, x, sig[i], sig[i + 1], fresh)
@@ -425,6 +429,8 @@ class Sampler:
             clean = z0 + (self.context_noise * eps).to(self.dtype)
         _, reward, term_logit, state = dyn.forward_cached(clean, self._sig_ctx, actions, pos, caches, self.ptr,
                                                           key_valid, state_prev)
+        if self._term_from_start:
+            term_logit = start_term
         self.ptr.copy_((self.ptr + 1) % R)
         self.valid.copy_((self.valid + 1).clamp_max(self.K))
         self.frame_idx.add_(1)
@@ -464,7 +470,8 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
 
     frames uint8 (B, k, H, W, 3), context_actions (B, k, A), actions (B, N, A), seeds (B,) int.
     state (B, k, S): the context's game variables (models with state). Returns frames uint8 (B, N, H, W, 3),
-    reward (B, N), terminated (B, N) bool, latents (B, N, C, h, w), and state (B, N, S) in the variables' units.
+    reward (B, N), terminated (B, N) bool (the termination head's logit > 0), term_logit (B, N), latents
+    (B, N, C, h, w), and state (B, N, S) in the variables' units.
     Cost grows with N^2: for tests and debugging only.
     """
     cfg = model.config
@@ -513,13 +520,19 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
         z0 = x
         for i in range(len(sig) - 1):
             s = torch.cat([s_ctx, torch.full((B, 1), sig[i], device=dev)], dim=1)
-            z0 = dyn(torch.cat([hist, x[:, None]], dim=1), s, acts, state_prev=sp)[0][:, -1]
+            out = dyn(torch.cat([hist, x[:, None]], dim=1), s, acts, state_prev=sp)
+            z0 = out[0][:, -1]
+            if i == 0:
+                start_t = out[2][:, -1]
             fresh = (hash_noise(seeds, torch.full((B,), fi, device=dev), i + 1, shape)
                      if fresh_noise and sig[i + 1] > 0 else None)
             x = next_pass_input(z0, x, sig[i], sig[i + 1], fresh)
         clean = ctx_input(z0, fi)
         s = torch.cat([s_ctx, torch.full((B, 1), cn, device=dev)], dim=1)
         _, r, t, st = dyn(torch.cat([hist, clean[:, None]], dim=1), s, acts, state_prev=sp)
+        if cfg.dynamics.term_from == "start":
+            t = t.clone()
+            t[:, -1] = start_t
         hist = torch.cat([hist, clean[:, None]], dim=1)
         if S:
             hist_sp, cur = sp, st[:, -1]
@@ -532,8 +545,8 @@ def rollout_reference(model: WorldModel, frames, context_actions, actions, seeds
         decoded_prev = decoded
         out_f.append(tensor_to_frames(decoded + detail))
         out_r.append(r[:, -1])
-        out_t.append(t[:, -1] > 0)
+        out_t.append(t[:, -1])
     z = torch.stack(out_z, dim=1)
     return {"frames": torch.stack(out_f, 1), "reward": torch.stack(out_r, 1).float(),
-            "terminated": torch.stack(out_t, 1), "latents": z,
+            "terminated": torch.stack(out_t, 1) > 0, "term_logit": torch.stack(out_t, 1).float(), "latents": z,
             "state": torch.stack(out_s, 1) if S else torch.zeros(B, len(out_z), 0, device=dev)}
