@@ -112,3 +112,43 @@ def test_detail_carry_frames_draws_real_without_and_with_carry(tmp_path, capsys)
                      "--steps", "3", "--carry", "0.3"]) == 0
     assert Image.open(out).size == (3 * 64, 3 * 2 * 64)
     assert "detail_carry 0:" in capsys.readouterr().out
+
+
+def test_termination_toy_trains_both_heads_and_scores_them(capsys):
+    """benchmarks/termination_toy.py end to end at a few steps: a row per head, each with an AUC in [0, 1] over
+    held-out deaths that are copies of the frame before."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "termination_toy.py"
+    spec = importlib.util.spec_from_file_location("termination_toy", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.main(["--steps", "4", "--ae-steps", "4", "--episodes", "12", "--windows", "32"])
+    assert [r[0] for r in rows] == ["clean", "start"]
+    for _, h in rows:
+        assert h["terminal_transitions"] > 0 and 0 <= h["termination_auc"] <= 1
+    assert "| term_from | AUC |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        mod.main(["--hazard", "0"])
+
+
+def test_termination_toy_repeats_a_frame_only_at_a_death(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    from odyssey_gym.data.dataset import open_dataset
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "termination_toy.py"
+    spec = importlib.util.spec_from_file_location("termination_toy", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ds = open_dataset(mod.toy_dataset(tmp_path / "toy", episodes=20, max_len=60, hazard=1.0, seed=3))
+    deaths = 0
+    for ep in ds:
+        same = (ep.frames[1:] == ep.frames[:-1]).reshape(len(ep.actions), -1).all(1)
+        assert np.array_equal(same, ep.terminations), "a frame repeats exactly where the episode dies"
+        deaths += int(ep.terminations.sum())
+    assert deaths > 0
