@@ -80,7 +80,8 @@ def train(cfg: dict, data: Path, out: Path) -> Path:
     return out / "export"
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> list[tuple[str, dict]]:
+    """Prints the table; returns [(term_from, `head_accuracy` report)] for both heads."""
     import torch
 
     from odyssey_gym.data.dataset import open_dataset

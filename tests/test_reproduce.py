@@ -97,6 +97,18 @@ def test_a_recipe_the_config_file_no_longer_names_goes_into_the_replayed_config(
     assert d["train"]["dyn_lr"] == 1e-4
 
 
+def test_a_decoder_leg_replays_as_a_decoder_run_cut_where_it_was(campaign, tmp_path):
+    import yaml
+
+    leg = load_summary(campaign / "w2")["legs"][0]
+    leg = {**leg, "recipe": {**leg["recipe"], "phase": "decoder"}, "steps": {"decoder": 7}, "dyn_steps_planned": 0,
+           "decoder_steps_planned": 12}
+    rep = leg_replay(1, leg, campaign / "configs")
+    assert rep.phase == "decoder" and rep.max_steps == 7 and rep.ae_steps == 12
+    d = yaml.safe_load(leg_config(rep, tmp_path / "config.yaml").read_text())
+    assert d["train"]["ae_steps"] == 12 and d["train"]["dyn_steps"] == 0
+
+
 @pytest.mark.parametrize("world", ["doom-explore", "doom-takecover"])
 def test_every_shipped_campaign_replays(world, tmp_path, capsys):
     """Each shipped world's card reproduces with `odyssey-gym reproduce WORLD`: its log names every leg's config,

@@ -733,7 +733,8 @@ def test_decoder_phase_trains_only_the_decoder_and_logs_the_leg(dataset, tmp_pat
         err = [(m.decode_latents(m.encode_frames(frames)) - frames_to_tensor(frames)).abs().mean() for m in (wa, wb)]
     assert err[1] < err[0]
     s = load_summary(b)
-    assert s["legs"][-1]["steps"] == {"decoder": 30} and s["legs"][-1]["recipe"]["objective"] == "decoder"
+    assert s["legs"][-1]["steps"] == {"decoder": 30} and s["legs"][-1]["recipe"]["phase"] == "decoder"
+    assert s["legs"][-1]["decoder_steps_planned"] == 30
     assert s["totals"]["steps"]["decoder"] == 30 and s["totals"]["steps"]["dyn"] == s["legs"][0]["steps"]["dyn"]
     capsys.readouterr()
     assert run_inproc(write_config(tmp_path / "c3.yaml"), dataset, tmp_path / "r3", "--phase", "decoder") != 0
@@ -753,3 +754,18 @@ def test_decoder_phase_trains_only_the_decoder_and_logs_the_leg(dataset, tmp_pat
         from odyssey_gym.train.config import load_config
 
         load_config(write_config(tmp_path / "c5.yaml", decoder_predicted_frac=1.5))
+
+    # cut at step 10 (as a time limit would) and resumed: the same EMA decoder as the uninterrupted run
+    cfg6 = write_config(tmp_path / "c6.yaml", ae_steps=20, ae_lr=2e-3, decoder_predicted_frac=0.5, save_every_steps=5)
+    full, cut = tmp_path / "w6", tmp_path / "w7"
+    assert run_inproc(cfg6, dataset, tmp_path / "r6", "--phase", "decoder", "--init-from", a, "--export", full) == 0
+    assert run_inproc(cfg6, dataset, tmp_path / "r7", "--phase", "decoder", "--init-from", a, "--max-steps", 10,
+                      "--export", cut) == 0
+    assert load_summary(cut)["legs"][-1]["steps"] == {"decoder": 10}
+    assert run_inproc(cfg6, dataset, tmp_path / "r7", "--phase", "decoder", "--init-from", a, "--resume",
+                      "--export", cut) == 0
+    sf, sc = WorldModel.from_pretrained(full).state_dict(), WorldModel.from_pretrained(cut).state_dict()
+    assert all(torch.equal(sf[k], sc[k]) for k in sf), "a resumed decoder run exports what an uninterrupted one does"
+    capsys.readouterr()
+    assert run_inproc(cfg6, dataset, tmp_path / "r7", "--phase", "dyn", "--init-from", a, "--resume") != 0
+    assert "decoder-only run" in capsys.readouterr().err

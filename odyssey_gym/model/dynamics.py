@@ -575,7 +575,8 @@ class Dynamics(nn.Module):
         (`teacher_forcing_mask`), never another stream; every stream's frame t sits at RoPE position t, so each
         target stream gets what it would alone, and S samples of a frame cost one context stream, not S.
         Returns (z0_pred of the targets (B, S*T, ...), reward (B, T), term_logit (B, T), state (B, T, S)), the heads
-        read from the context stream (the sampler reads them from its clean pass); state_prev (B, T, S)
+        read from the context stream (the sampler reads them from its clean pass), except the termination logit
+        under `term_from: start`, read from the first target stream (the sampler's first pass); state_prev (B, T, S)
         conditions every stream's frame t, like its action.
         """
         return self._window_forward("teacher_forcing", self._forward_teacher_forcing)(

@@ -52,9 +52,10 @@ class WorldModelConfig:
     # input of each denoising pass after the first (see `next_pass_input`): "ddim" keeps the first pass's noise
     # direction, "fresh" noises the prediction anew, as training noised every frame below sigma_max
     renoise: str = "ddim"
-    # detail carry (`sampler.carry_detail`): the autoencoder loses fine detail (31.5 dB on doom-explore's held-out
-    # frames); the last real frame's lost detail is kept in each generated frame wherever the decoded frame moved
-    # less than this (on the [-1, 1] scale) from the one before, and fades where it moved. 0 turns it off.
+    # detail carry (`sampler.carry_detail`): the autoencoder loses fine detail (31.7 dB on doom-explore's held-out
+    # frames); each generated frame keeps the share 1 - change / detail_carry of the last real frame's lost detail,
+    # where change is how far the decoded frame moved from the one before (on the [-1, 1] scale, 3x3 neighbourhood):
+    # all of it where the view is still, none where it moved by detail_carry or more. 0 turns it off.
     detail_carry: float = 0.0
     model_version: int = MODEL_VERSION
 

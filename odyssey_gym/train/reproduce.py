@@ -61,13 +61,16 @@ class LegReplay:
     config: Path
     overrides: dict[str, dict[str, Any]]  # {"train": {...}, "dynamics": {...}} the log's recipe sets
     datasets: list[tuple[str, list[Recording], list[int | None]]]  # name, runs (cumulative steps), their workers
-    phase: str  # "all" (autoencoder too) or "dyn"
+    phase: str  # "all" (autoencoder too), "dyn" or "decoder" (the frame decoder only)
     dyn_steps: int
     dyn_steps_planned: int
-    ae_steps: int
+    ae_steps: int  # the autoencoder's steps, or for a decoder leg the decoder's planned steps
+    decoder_steps: int = 0
 
     @property
     def max_steps(self) -> int | None:
+        if self.phase == "decoder":
+            return self.decoder_steps if self.decoder_steps < self.ae_steps else None
         return self.dyn_steps if self.dyn_steps < self.dyn_steps_planned else None
 
 
@@ -109,6 +112,11 @@ def leg_replay(number: int, leg: dict[str, Any], configs: Path) -> LegReplay:
     if not datasets:
         raise LegError(f"leg {number}: the log names no datasets")
     steps = leg.get("steps") or {}
+    if recipe.get("phase") == "decoder":  # a decoder-only leg: its steps of the schedule it planned
+        ran = int(steps.get("decoder", 0))
+        return LegReplay(number=number, config=config, overrides={"train": {}, "dynamics": {}}, datasets=datasets,
+                         phase="decoder", dyn_steps=0, dyn_steps_planned=0,
+                         ae_steps=int(leg.get("decoder_steps_planned") or ran), decoder_steps=ran)
     dyn = int(steps.get("dyn", 0))
     overrides = {"train": {k: recipe[k] for k in RECIPE_TRAIN_KEYS if k in recipe},
                  "dynamics": {k: recipe[k] for k in RECIPE_DYNAMICS_KEYS if k in recipe}}

@@ -269,11 +269,12 @@ def export(model, ema, world, data, flat, data_info, out_dir, tc, last_metrics, 
     planned = tc.ae_steps if decoder_only else tc.dyn_steps  # the last phase's steps, unless a time limit cut it
     ran = planned if partial_step is None else partial_step
     leg = {
-        "recipe": ({"objective": "decoder", "config": config_name} if decoder_only
-                   else {"objective": m.config.dynamics.objective, "config": config_name}),
+        "recipe": {"objective": m.config.dynamics.objective, "config": config_name,
+                   **({"phase": "decoder"} if decoder_only else {})},
         "init_from": "weights" if init_from else None,
         "steps": {"decoder": ran} if decoder_only else {"ae": tc.ae_steps, "dyn": ran},
         "dyn_steps_planned": 0 if decoder_only else tc.dyn_steps,
+        **({"decoder_steps_planned": tc.ae_steps} if decoder_only else {}),
         "gpu_minutes": round(train_seconds / 60.0, 2),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "data": {"frames": data_info["frames"], "episodes": data_info["episodes"], "seeds": data_info["seeds"],

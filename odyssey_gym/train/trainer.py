@@ -266,7 +266,7 @@ def train(cfg: RunConfig, args: TrainArgs) -> int:
             s.log(f"phase decoder: {s.tc.ae_steps} steps, batch {s.tc.ae_batch_size} ({s.tc.decoder_predicted_frac:.0%} "
                   "from the dynamics' one-step predictions); encoder and dynamics frozen")
             if s.tc.decoder_predicted_frac > 0:
-                encode_latents(s, run)  # the windows the predictions are made from
+                encode_latents(s, run, sync_ema=False)  # the windows the predictions are made from
             done = run_phase(s, run, decoder_phase(s, run))
             if done:
                 save_checkpoint(s, run)
@@ -350,6 +350,10 @@ def init_run(s: Setup) -> RunState:
         run.latent_stats = {"mean": list(model.config.latent_mean), "std": list(model.config.latent_std)}
     if args.resume:
         resume(s, run)
+        if (args.phase == "decoder") != (run.phase == "decoder"):
+            raise TrainingError(f"--resume: the checkpoint in {s.run_dir} is of phase {run.phase!r}, and --phase "
+                                f"{args.phase} {'asks for' if args.phase == 'decoder' else 'does not ask for'} a "
+                                "decoder-only run: use the same --phase as the run it resumes, or a new --out")
     if args.phase == "dyn" and run.phase == "ae":
         run.phase, run.step = "dyn", 0
     return run
@@ -406,9 +410,10 @@ def decoder_phase(s: Setup, run: RunState) -> Phase:
 
 def decoder_batch(s: Setup, step: int, model) -> dict[str, torch.Tensor]:
     """Real frames, plus windows of K + 1 frames whose last latent the frozen dynamics predict from the K real ones
-    before it with the sampler's own schedule (no grad), and the real frame it should decode to."""
+    before it with the sampler's own schedule (no grad; the sampler's context noise and fresh re-noising are not
+    applied, both off in the shipped worlds), and the real frame it should decode to."""
     tc = s.tc
-    n_pred = int(round(tc.decoder_predicted_frac * tc.ae_batch_size))
+    n_pred = max(1, int(round(tc.decoder_predicted_frac * tc.ae_batch_size)))  # frac > 0 here: at least one
     out = {"x": s.data.sample_frames(tc.ae_batch_size - n_pred)}
     K = model.config.context_frames
     idx = s.data.sample_window_index(n_pred, K + 1)
@@ -653,8 +658,9 @@ def boundaries(s: Setup, step: int, ph: Phase, now: float) -> tuple[bool, bool, 
 
 
 def step_limit_reached(s: Setup, ph: Phase, step: int) -> bool:
-    """--max-steps: the dynamics phase stops at that step as at a time limit (the autoencoder phase runs whole)."""
-    return ph.name == "dyn" and s.args.max_steps is not None and step >= s.args.max_steps
+    """--max-steps: the dynamics (or decoder-only) phase stops at that step as at a time limit (the autoencoder
+    phase of a run from scratch runs whole)."""
+    return ph.name in ("dyn", "decoder") and s.args.max_steps is not None and step >= s.args.max_steps
 
 
 def log_metrics(s: Setup, run: RunState, ph: Phase) -> None:
@@ -722,11 +728,14 @@ def finish_autoencoder(s: Setup, run: RunState) -> None:
     save_checkpoint(s, run)
 
 
-def encode_latents(s: Setup, run: RunState) -> None:
-    """Freeze the autoencoder, encode every frame once, normalise (stats kept from a resume or --init-from)."""
+def encode_latents(s: Setup, run: RunState, sync_ema: bool = True) -> None:
+    """Freeze the autoencoder, encode every frame once, normalise (stats kept from a resume or --init-from).
+    sync_ema: the EMA autoencoder becomes the live one (not for the decoder phase, whose EMA decoder is its
+    result: a resumed decoder run keeps the checkpoint's)."""
     model, ema = run.model, run.ema
     model.ae.requires_grad_(False).eval()
-    ema.ae.load_state_dict(model.ae.state_dict())
+    if sync_ema:
+        ema.ae.load_state_dict(model.ae.state_dict())
     t0 = time.monotonic()
     z = steps.encode_all(model.ae, s.data, batch_size=256 if s.use_cuda else 64, amp=s.amp)
     if run.latent_stats is None:
@@ -787,4 +796,4 @@ def export(s: Setup, run: RunState, partial_step: int | None = None) -> None:
     if s.args.export and s.info.is_main:
         steps.export(run.model, run.ema, s.world, s.data, s.flat, s.data_info, s.args.export, s.tc, run.last_metrics,
                      train_seconds(s, run), s.log, init_from=s.args.init_from, config_name=Path(s.cfg.source).name,
-                     partial_step=partial_step, decoder_only=s.args.phase == "decoder")
+                     partial_step=partial_step, decoder_only=run.phase == "decoder")
