@@ -406,7 +406,7 @@ def test_eval_held_keys_are_the_sticky_recording_policy_s_process(world):
 
     spec = get_world(world)
     holds = HeldKeys(spec)
-    pol = StickyRandomPolicy(spec, np.random.default_rng(5))
+    pol = StickyRandomPolicy(spec, np.random.default_rng([5, 0]))  # env 0's own stream
     assert pol.holds.combos == holds.combos and np.array_equal(pol.holds.p, holds.p)
     rows, p = held_key_choice_array(spec)
     np.testing.assert_array_equal(p, holds.p)
@@ -416,7 +416,10 @@ def test_eval_held_keys_are_the_sticky_recording_policy_s_process(world):
     played = np.stack([np.asarray(pol.act(None)) for _ in range(400)])
     acts = held_key_actions(spec, 400, 2, seed=5)
     np.testing.assert_array_equal(acts[:, 0], played)
-    assert not np.array_equal(acts[:, 1], played)  # env 1 plays on from the same stream, not a copy of env 0
+    assert not np.array_equal(acts[:, 1], played)  # env 1 plays its own stream, not a copy of env 0
+    # an env's first steps do not depend on how long the rollout is, nor on how many envs play
+    np.testing.assert_array_equal(held_key_actions(spec, 150, 3, seed=5), held_key_actions(spec, 400, 3, seed=5)[:150])
+    np.testing.assert_array_equal(held_key_actions(spec, 150, 1, seed=5)[:, 0], acts[:150, 0])
     # holds last 2 steps up to 60 game tics (rounded), at any frame skip
     lengths = np.array([holds.draw(np.random.default_rng(i))[1] for i in range(500)])
     assert lengths.min() >= 2 and lengths.max() <= max(2, 60 // spec.frame_skip) + 1

@@ -27,12 +27,14 @@ def held_key_choice_array(spec) -> tuple[np.ndarray, np.ndarray]:
 def held_key_actions(spec, steps: int, num_envs: int, seed: int = 0, min_hold: int = 2,
                      max_hold: int | None = None) -> np.ndarray:
     """Raw actions (steps, num_envs, *action_shape): each env plays the world's `HeldKeys` process, the one the
-    sticky recording policy plays (without its wall escape, which needs frames)."""
-    rng = np.random.default_rng(seed)
+    sticky recording policy plays (without its wall escape, which needs frames), from its own random stream
+    (`default_rng([seed, env])`): an env's first n actions are the same whatever `steps` and `num_envs` are, so
+    minute 1 of a 2-minute rollout and of a 5-minute one are the same play."""
     holds = HeldKeys(spec, min_hold, max_hold)
     choices = _raw(spec, holds.combos)
     out = np.empty((steps, num_envs, *spec.action_shape), dtype=spec.action_dtype)
     for e in range(num_envs):  # setup only, not a hot path
+        rng = np.random.default_rng([seed, e])
         t = 0
         while t < steps:
             i, hold = holds.draw(rng)
