@@ -302,8 +302,9 @@ class Sampler:
             z = self.model.encode_frames(frames[rows])  # (b, k, C, h, w)
             b = z.shape[0]
             if self.detail_carry > 0:  # what the autoencoder lost of the last real frame
-                self.decoded[rows] = self.model.decode_latents(z[:, -1]).float()
-                self.detail[rows] = frames_to_tensor(frames[rows, -1]).float() - self.decoded[rows]
+                decoded = self.model.decode_latents(z[:, -1]).float()
+                self.decoded[rows] = decoded
+                self.detail[rows] = frames_to_tensor(frames[rows, -1]) - decoded
             if self.context_noise > 0:
                 j = torch.arange(k, device=dev)
                 eps = hash_noise(seeds[rows].repeat_interleave(k), j.repeat(b), CLEAN_PASS, self.latent_shape)

@@ -185,7 +185,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 record=parse_recordings(args.record, "--record"), heldout=parse_recordings(args.heldout, "--heldout"),
                 data=[Path(d) for d in args.data], heldout_data=[Path(d) for d in args.heldout_data],
                 workers=args.workers, device=args.device, eval_args=parse_eval_args(args.eval_args),
-                land=args.land, progress=not args.no_progress, phase=getattr(args, "phase", "dyn"))
+                land=args.land, progress=not args.no_progress, phase=args.phase)
     if not plan.record and not plan.data:
         raise LegError("no training data: give --record POLICY:SEED:STEPS,... or --data DIR...")
     if not plan.heldout and not plan.heldout_data:

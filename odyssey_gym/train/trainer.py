@@ -403,8 +403,11 @@ def decoder_phase(s: Setup, run: RunState) -> Phase:
         ae.requires_grad_(False)
         ae.decoder.requires_grad_(True)
     run.model.dynamics.requires_grad_(False).eval()
-    batch = functools.partial(decoder_batch, model=run.model) if tc.decoder_predicted_frac > 0 else ae_batch
-    return make_phase(s, run, "decoder", run.model.ae, run.ema.ae, decoder_objective, batch,
+    if tc.decoder_predicted_frac > 0:
+        objective, batch = decoder_objective, functools.partial(decoder_batch, model=run.model)
+    else:  # real frames only: the autoencoder's own objective and batch, the encoder frozen
+        objective, batch = ae_objective, ae_batch
+    return make_phase(s, run, "decoder", run.model.ae, run.ema.ae, objective, batch,
                       tc.ae_steps, tc.ae_lr, tc.ae_weight_decay, tc.ae_warmup_steps)
 
 
@@ -421,24 +424,14 @@ def decoder_batch(s: Setup, step: int, model) -> dict[str, torch.Tensor]:
     with torch.no_grad(), s.amp:
         z = model.dynamics.sample_teacher_forced(b["z"], b["actions"], model.config.sigma_schedule(),
                                                  state_prev=b.get("state_prev"))[:, -1]
-    mean, std = latent_scale(model, z)
-    out["z_pred"] = z.float() * std + mean  # back to the autoencoder's own latent scale
+    out["z_pred"] = z.float() * model.latent_std + model.latent_mean  # back to the autoencoder's own latent scale
     out["x_pred"] = s.data.frames_at(idx[:, -1])
     return out
 
 
-def latent_scale(model, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) of the model's latent normalisation, shaped (C, 1, 1) on z's device."""
-    mean = torch.as_tensor(model.config.latent_mean, device=z.device, dtype=torch.float32)[:, None, None]
-    std = torch.as_tensor(model.config.latent_std, device=z.device, dtype=torch.float32)[:, None, None]
-    return mean, std
-
-
 def decoder_objective(ae: torch.nn.Module, b) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The reconstruction loss of real frames and, where the batch has them, of predicted latents, each weighted
-    by its share of the batch (a plain tensor batch: real frames only)."""
-    if isinstance(b, torch.Tensor):
-        return steps.ae_loss(ae, b)
+    """The reconstruction loss of `decoder_batch`'s real frames and of its predicted latents, each weighted by its
+    share of the batch."""
     n_real, n_pred = b["x"].shape[0], b["x_pred"].shape[0]
     loss_p, m_p = ae.decode_loss(b["z_pred"], b["x_pred"])
     metrics = {"pred_psnr": m_p["psnr"], "pred_l1": m_p["l1"]}
