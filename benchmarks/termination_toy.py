@@ -29,6 +29,16 @@ import yaml
 SIZE, MOVE, CLOCK = 8, 4, 4  # the square's side, its move per step and the clock dot's step, in pixels
 
 
+def draw(x: int, t: int) -> np.ndarray:
+    """The square at x, and a clock dot that advances every step (no living step repeats a frame)."""
+    f = np.zeros((64, 64, 3), np.uint8)
+    f[..., 2] = 40
+    f[28:28 + SIZE, x:x + SIZE] = 255
+    c = (CLOCK * t) % 64
+    f[2:6, c:c + CLOCK, 1] = 255
+    return f
+
+
 def toy_dataset(path: Path, episodes: int, max_len: int, hazard: float, seed: int) -> Path:
     """Episodes of the toy world (doom-takecover's shapes): deaths only on a push against a wall, with probability
     `hazard`, the terminal frame a copy of the one before."""
@@ -39,15 +49,6 @@ def toy_dataset(path: Path, episodes: int, max_len: int, hazard: float, seed: in
         for e in range(episodes):
             x = int(rng.integers(0, 64 - SIZE))
             frames, acts, dead = [], [], False
-
-            def draw(x, t):  # the square, and a clock dot that advances every step: no living step repeats a frame
-                f = np.zeros((64, 64, 3), np.uint8)
-                f[..., 2] = 40
-                f[28:28 + SIZE, x:x + SIZE] = 255
-                c = (CLOCK * t) % 64
-                f[2:6, c:c + CLOCK, 1] = 255
-                return f
-
             frames.append(draw(x, 0))
             a_prev = int(rng.integers(0, 3))
             while len(acts) < max_len and not dead:
