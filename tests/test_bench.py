@@ -90,19 +90,25 @@ def test_bench_checks_its_options_once_into_a_config(capsys):
         assert named in capsys.readouterr().err
 
 
-def test_detail_carry_frames_draws_real_without_and_with_carry(tmp_path, capsys):
-    """benchmarks/detail_carry_frames.py on tiny weights and tiny data: a 3-column PNG of 2 rows a window, the
-    PSNRs printed; weights without carry need --carry."""
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (they are scripts, not a package)."""
     import importlib.util
     from pathlib import Path
 
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_detail_carry_frames_draws_real_without_and_with_carry(tmp_path, capsys):
+    """benchmarks/detail_carry_frames.py on tiny weights and tiny data: a 3-column PNG of 2 rows a window, the
+    PSNRs printed; weights without carry need --carry."""
     from PIL import Image
     from test_train import make_dataset
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "detail_carry_frames.py"
-    spec = importlib.util.spec_from_file_location("detail_carry_frames", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("detail_carry_frames")
     w = make_tiny_weights("doom-takecover", tmp_path / "w")
     data = make_dataset(tmp_path / "d", episodes=2, length=20)
     out = tmp_path / "f.png"
@@ -117,13 +123,7 @@ def test_detail_carry_frames_draws_real_without_and_with_carry(tmp_path, capsys)
 def test_termination_toy_trains_both_heads_and_scores_them(capsys):
     """benchmarks/termination_toy.py end to end at a few steps: a row per head, each with an AUC in [0, 1] over
     held-out deaths that are copies of the frame before."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "termination_toy.py"
-    spec = importlib.util.spec_from_file_location("termination_toy", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("termination_toy")
     rows = mod.main(["--steps", "4", "--ae-steps", "4", "--episodes", "12", "--windows", "32"])
     assert [r[0] for r in rows] == ["clean", "start"]
     for _, h in rows:
@@ -134,17 +134,11 @@ def test_termination_toy_trains_both_heads_and_scores_them(capsys):
 
 
 def test_termination_toy_repeats_a_frame_only_at_a_death(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
     import numpy as np
 
     from odyssey_gym.data.dataset import open_dataset
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "termination_toy.py"
-    spec = importlib.util.spec_from_file_location("termination_toy", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("termination_toy")
     ds = open_dataset(mod.toy_dataset(tmp_path / "toy", episodes=20, max_len=60, hazard=1.0, seed=3))
     deaths = 0
     for ep in ds:
