@@ -421,9 +421,9 @@ def decoder_batch(s: Setup, step: int, model) -> dict[str, torch.Tensor]:
     K = model.config.context_frames
     idx = s.data.sample_window_index(n_pred, K + 1)
     b = s.data.windows(idx)
-    with torch.no_grad(), s.amp:
-        z = model.dynamics.sample_teacher_forced(b["z"], b["actions"], model.config.sigma_schedule(),
-                                                 state_prev=b.get("state_prev"))[:, -1]
+    with torch.no_grad(), s.amp:  # the last frame only (the sampler's step after K real frames), not all K + 1
+        z = model.dynamics.generate_next(b["z"][:, :K], b["actions"][:, :K], b["actions"][:, K],
+                                         sigmas=model.config.sigma_schedule(), state_prev=b.get("state_prev"))
     out["z_pred"] = z.float() * model.latent_std + model.latent_mean  # back to the autoencoder's own latent scale
     out["x_pred"] = s.data.frames_at(idx[:, -1])
     return out
