@@ -1,11 +1,12 @@
-"""Where a tick's JPEGs should be encoded: the web server's two encoders on the same frames, in one run.
+"""Where a tick's JPEGs should be encoded: the web server's three encoders on the same frames, in one run.
 
     python benchmarks/bench_jpeg.py --world doom-explore --counts 16,64,128 --repeats 30
 
 Each count encodes that many of the shipped start bank's frames (real game frames, so the JPEG's entropy is the
 game's), through the same `encode(frames, slots)` the server awaits: `CpuJpegEncoder` (PIL in a thread pool, the
-frames copied to the host first) and, where CUDA and torchvision's nvJPEG are there, `CudaJpegEncoder` (one batched
-call on the device frames). Prints the median and p90 milliseconds per tick for each, and their ratio.
+frames copied to the host first), `ProcessJpegEncoder` (PIL in worker processes over shared memory, from host
+frames as the server's numpy-backend env gives them) and, where CUDA and torchvision's nvJPEG are there, `CudaJpegEncoder` (one batched
+call on the device frames). Prints the median and p90 milliseconds per tick for each, and their ratios to the threads.
 
 Why: a sweep of `bench_web.py` measured nvJPEG at 7.3 / 21.5 / 46.3 ms for 16 / 64 / 128 players, and CPU threads
 4.5 ms for 16 in another run; a default needs both on one machine, in one run.
@@ -31,7 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--counts", default="16,64,128", help="frames per tick (players), comma-separated")
     p.add_argument("--repeats", type=int, default=30, help="timed ticks per count and encoder, after 3 of warm-up")
     p.add_argument("--quality", type=int, default=85)
-    p.add_argument("--workers", type=int, default=0, help="CPU encoder threads (0: min(8, CPUs), as the server)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="CPU encoder threads and processes (0: min(8, CPUs), as the server)")
     p.add_argument("--json-out", default=None)
     a = p.parse_args(argv)
     try:
@@ -79,16 +81,19 @@ def main(argv=None) -> int:
 
     import torch
 
-    from odyssey_gym.play.web.jpeg import CpuJpegEncoder, CudaJpegEncoder, cuda_jpeg_problem
+    from odyssey_gym.play.web.jpeg import CpuJpegEncoder, CudaJpegEncoder, ProcessJpegEncoder, cuda_jpeg_problem
 
     args = parse_args(argv)
     pool = bank_frames(args.world, args.weights)
     workers = args.workers or min(8, os.cpu_count() or 1)
     problem = cuda_jpeg_problem()
     rows = []
+    processes = ProcessJpegEncoder(args.quality, workers)
+    processes.warm_up()
     for n in args.counts:
         host = pool[np.arange(n) % len(pool)]
-        times = {"cpu": time_encoder(CpuJpegEncoder(args.quality, workers), torch.from_numpy(host), n, args.repeats)}
+        times = {"cpu": time_encoder(CpuJpegEncoder(args.quality, workers), torch.from_numpy(host), n, args.repeats),
+                 "process": time_encoder(processes, host, n, args.repeats)}
         if problem is None:
             dev = torch.from_numpy(host).cuda()
             times["cuda"] = time_encoder(CudaJpegEncoder(args.quality), dev, n, args.repeats)
@@ -98,16 +103,19 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"[bench_jpeg] {n} frames: " + ", ".join(f"{k} {v['p50_ms']:.2f} ms" for k, v in row.items()
                                                         if k != "frames"), file=sys.stderr, flush=True)
+    processes.close()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     print(f"## JPEG encoding per tick: {args.world} frames {pool.shape[1]}x{pool.shape[2]}, quality {args.quality}, "
-          f"{workers} CPU threads{', ' + gpu if gpu else ''}\n")
-    print("| frames | CPU threads p50 / p90 ms | nvJPEG p50 / p90 ms | nvJPEG / CPU |")
-    print("|---|---|---|---|")
+          f"{workers} CPU threads / processes{', ' + gpu if gpu else ''}\n")
+    print("| frames | CPU threads p50 / p90 ms | processes p50 / p90 ms | nvJPEG p50 / p90 ms | processes / threads "
+          "| nvJPEG / threads |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        c, g = r["cpu"], r.get("cuda")
+        c, q, g = r["cpu"], r["process"], r.get("cuda")
         gpu_cell = f"{g['p50_ms']:.2f} / {g['p90_ms']:.2f}" if g else f"n/a ({problem})"
         ratio = f"{g['p50_ms'] / c['p50_ms']:.2f}x" if g else "n/a"
-        print(f"| {r['frames']} | {c['p50_ms']:.2f} / {c['p90_ms']:.2f} | {gpu_cell} | {ratio} |")
+        print(f"| {r['frames']} | {c['p50_ms']:.2f} / {c['p90_ms']:.2f} | {q['p50_ms']:.2f} / {q['p90_ms']:.2f} "
+              f"| {gpu_cell} | {q['p50_ms'] / c['p50_ms']:.2f}x | {ratio} |")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"world": args.world, "quality": args.quality, "cpu_threads": workers,
                                                    "gpu": gpu, "cuda_problem": problem, "rows": rows}, indent=1))

@@ -45,8 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sampling-steps", type=int, default=None)
     p.add_argument("--jpeg-quality", type=int, default=85)
     p.add_argument("--encode-workers", type=int, default=0, help="JPEG threads (0: min(8, CPUs))")
-    p.add_argument("--jpeg-encoder", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="where frames are JPEG-encoded: auto (the GPU where the env steps on CUDA), cpu, cuda")
+    p.add_argument("--jpeg-encoder", default="auto", choices=("auto", "cpu", "process", "cuda"),
+                   help="where frames are JPEG-encoded: auto (the GPU where the env steps on CUDA), cpu (threads), "
+                        "process (worker processes), cuda")
     p.add_argument("--keep-going", action="store_true", help="try every count (default: stop after two failing counts in a row)")
     p.add_argument("--json-out", default="bench_web.json")
     return p.parse_args(argv)

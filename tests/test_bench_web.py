@@ -46,7 +46,7 @@ def test_bench_jpeg_times_the_servers_encoder_on_start_bank_frames(tmp_path, cap
                        "--workers", "1", "--json-out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert [r["frames"] for r in res["rows"]] == [1, 3]
-    assert all(r["cpu"]["p50_ms"] > 0 for r in res["rows"])
+    assert all(r["cpu"]["p50_ms"] > 0 and r["process"]["p50_ms"] > 0 for r in res["rows"])
     assert ("cuda" in res["rows"][0]) == (res["cuda_problem"] is None)
     assert "| frames | CPU threads" in capsys.readouterr().out
     with pytest.raises(SystemExit):

@@ -33,7 +33,7 @@ def weights(tmp_path_factory):
     return str(make_tiny_weights("doom-explore", tmp_path_factory.mktemp("tiny_web"), n_starts=4))
 
 
-def make_game(weights, max_players=2, record_seconds=10.0, spy=None, backend="numpy"):
+def make_game(weights, max_players=2, record_seconds=10.0, spy=None, backend="numpy", jpeg_encoder="auto"):
     from odyssey_gym.envs.vector_env import WorldModelVectorEnv
 
     env = WorldModelVectorEnv("doom-explore", num_envs=max_players, device="cpu", weights=weights, backend=backend)
@@ -46,7 +46,7 @@ def make_game(weights, max_players=2, record_seconds=10.0, spy=None, backend="nu
 
         env.reset = reset
     cfg = WebConfig(world="doom-explore", device="cpu", weights=weights, max_players=max_players,
-                    record_seconds=record_seconds, stats_interval_s=0.1, encode_workers=2,
+                    record_seconds=record_seconds, stats_interval_s=0.1, encode_workers=2, jpeg_encoder=jpeg_encoder,
                     allowed_hosts=("testserver",))  # the host name starlette's TestClient sends
     return GameServer(cfg, env=env)
 
@@ -370,6 +370,9 @@ def test_jpeg_encoder_choice_and_errors():
     auto = jpeg.make_jpeg_encoder("auto", device=torch.device("cpu"), backend="torch", quality=80, workers=2)
     assert auto.name == "cpu"
     auto.close()
+    proc = jpeg.make_jpeg_encoder("process", device="cpu", backend="numpy", quality=80, workers=2)
+    assert proc.name == "process" and proc.workers == 2
+    proc.close()
     with pytest.raises(ValueError, match="needs the env's frames on a CUDA device"):
         jpeg.make_jpeg_encoder("cuda", device=torch.device("cpu"), backend="torch", quality=80, workers=2)
     with pytest.raises(ValueError, match="jpeg encoder must be one of"):
@@ -399,6 +402,57 @@ def test_cpu_jpeg_encoder_keeps_slot_order_over_its_tasks():
         assert asyncio.run(enc.encode(frames, [])) == []
     finally:
         enc.close()
+
+
+def test_process_jpeg_encoder_keeps_slot_order_and_grows_its_buffer():
+    """Worker processes read the frames from shared memory: each JPEG is its slot's frame, in the order asked, from
+    numpy or a tensor; a tick with more or larger frames gets a larger buffer; close() frees the segment."""
+    from io import BytesIO
+    from multiprocessing import shared_memory
+
+    import torch
+    from PIL import Image
+
+    from odyssey_gym.play.web.jpeg import ProcessJpegEncoder
+
+    frames = np.zeros((70, 12, 16, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(70, dtype=np.uint8)[:, None, None] * 3
+    enc = ProcessJpegEncoder(quality=95, workers=2)
+    try:
+        enc.warm_up()
+        slots = [69, 3, 40, 0, *range(5, 20)]
+        for source in (frames, torch.from_numpy(frames)):
+            out = asyncio.run(enc.encode(source, slots))
+            reds = np.array([np.asarray(Image.open(BytesIO(b)))[..., 0].mean() for b in out])
+            assert np.abs(reds - 3 * np.array(slots)).max() < 2.5
+        first = enc._shm.name
+        big = np.full((8, 48, 64, 3), 200, np.uint8)  # two frames larger than the buffer holds
+        out = asyncio.run(enc.encode(big, [7, 1]))
+        assert enc._shm.name != first and [Image.open(BytesIO(b)).size for b in out] == [(64, 48)] * 2
+        assert np.abs(np.asarray(Image.open(BytesIO(out[0]))).astype(float) - 200).max() < 3
+        assert asyncio.run(enc.encode(frames, [])) == []
+        with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8"):
+            asyncio.run(enc.encode(frames.astype(np.float32), [0]))
+        last = enc._shm.name
+    finally:
+        enc.close()
+    with pytest.raises(FileNotFoundError):  # the segment is unlinked, not left in /dev/shm
+        shared_memory.SharedMemory(name=last)
+
+
+def test_the_server_serves_through_the_process_encoder(weights):
+    from io import BytesIO
+
+    from PIL import Image
+
+    game = make_game(weights, jpeg_encoder="process")
+    with TestClient(create_app(game)) as client:
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            for _ in range(3):
+                _, _, jpeg, _ = next_frame(ws)
+            assert Image.open(BytesIO(jpeg)).size == (160, 120)
+            assert client.get("/stats").json()["jpeg_encoder"] == "process"
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")

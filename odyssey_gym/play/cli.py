@@ -38,9 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--web: free the slot of a player who sends nothing for S seconds (default 120; 0: never)")
     p.add_argument("--max-per-address", type=int, default=4, metavar="N",
                    help="--web: players per remote address (default 4; loopback is not capped; 0: no cap)")
-    p.add_argument("--jpeg-encoder", default="auto", choices=("auto", "cpu", "cuda"),
+    p.add_argument("--jpeg-encoder", default="auto", choices=("auto", "cpu", "process", "cuda"),
                    help="--web: where frames are JPEG-encoded: auto (default: one batched encode on the GPU where the env "
-                        "steps on CUDA), cpu (a thread pool) or cuda")
+                        "steps on CUDA), cpu (a thread pool), process (worker processes) or cuda")
     p.add_argument("--allow-dummy", action="store_true", help="run even with SDL's dummy video driver (tests)")
 
 

@@ -62,8 +62,8 @@ class WebConfig:
     sampling_steps: int | None = None
     fps: float | None = None  # None: the world's fps
     jpeg_quality: int = 85
-    encode_workers: int = 0  # CPU encoder threads; 0: min(8, CPUs)
-    jpeg_encoder: str = "auto"  # "auto" (the GPU where the env steps on CUDA), "cpu" or "cuda"
+    encode_workers: int = 0  # CPU encoder threads or processes; 0: min(8, CPUs)
+    jpeg_encoder: str = "auto"  # "auto" (the GPU where the env steps on CUDA), "cpu", "process" or "cuda"
     record_seconds: float = 120.0  # how much of a session "record" can write; 0 disables it
     stats_interval_s: float = 0.5  # how often each player gets a stats message
     # what clients may do (docs/WEB.md): see odyssey_gym/play/web/guard.py
@@ -156,8 +156,8 @@ class GameServer:
         from odyssey_gym.envs.vector_env import WorldModelVectorEnv, resolve_device
 
         cuda = resolve_device(self.config.device).type == "cuda"
-        gpu_jpeg = cuda and self.config.jpeg_encoder != "cpu" and (
-            self.config.jpeg_encoder == "cuda" or cuda_jpeg_problem() is None)
+        enc = self.config.jpeg_encoder
+        gpu_jpeg = cuda and (enc == "cuda" or (enc == "auto" and cuda_jpeg_problem() is None))
         return WorldModelVectorEnv(self.world, num_envs=self.config.max_players, device=self.config.device,
                                    weights=self.config.weights, sampling_steps=self.config.sampling_steps,
                                    compile="decoder" if cuda else None, backend="torch" if gpu_jpeg else "numpy")
@@ -172,6 +172,8 @@ class GameServer:
                                          backend=getattr(self.env, "backend", "numpy"),
                                          quality=self.config.jpeg_quality,
                                          workers=self.config.encode_workers or min(8, os.cpu_count() or 1))
+        if hasattr(self.encoder, "warm_up"):  # worker processes start now, not on the first player's tick
+            await loop.run_in_executor(None, self.encoder.warm_up)
         await loop.run_in_executor(self._step_pool, self.env.reset)
         self.slots.reset_pending[:] = False  # the full reset just gave every slot a fresh start
         self._wake = asyncio.Event()
