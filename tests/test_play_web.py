@@ -440,6 +440,44 @@ def test_process_jpeg_encoder_keeps_slot_order_and_grows_its_buffer():
         shared_memory.SharedMemory(name=last)
 
 
+def test_process_jpeg_encoder_replaces_a_dead_worker():
+    import os
+    import signal
+
+    from odyssey_gym.play.web.jpeg import ProcessJpegEncoder
+
+    frames = np.full((4, 12, 16, 3), 90, np.uint8)
+    enc = ProcessJpegEncoder(quality=90, workers=2)
+    try:
+        enc.warm_up()
+        for pid in list(enc._pool._processes):  # what an out-of-memory kill does to a worker
+            os.kill(pid, signal.SIGKILL)
+        out = asyncio.run(enc.encode(frames, [0, 1, 2, 3]))
+        assert len(out) == 4 and all(j[:2] == b"\xff\xd8" for j in out) and enc.restarts == 1
+    finally:
+        enc.close()
+
+
+def test_a_failed_encode_drops_the_tick_and_the_game_goes_on(weights):
+    game = make_game(weights)
+    with TestClient(create_app(game)) as client:
+        real, calls = game.encoder.encode, []
+
+        async def flaky(frames, slots):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("encoder fell over")
+            return await real(frames, slots)
+
+        game.encoder.encode = flaky
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            for _ in range(3):
+                _, _, jpeg, _ = next_frame(ws)
+            assert jpeg[:2] == b"\xff\xd8"
+            assert client.get("/stats").json()["encode_errors"] == 1
+
+
 def test_the_server_serves_through_the_process_encoder(weights):
     from io import BytesIO
 

@@ -22,6 +22,7 @@ import functools
 import io
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -117,9 +118,13 @@ class ProcessJpegEncoder:
     def __init__(self, quality: int, workers: int):
         self.quality = int(quality)
         self.workers = max(1, int(workers))
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = self._new_pool()
         self._shm: shared_memory.SharedMemory | None = None
         self._lock = asyncio.Lock()
+        self.restarts = 0  # pools replaced after a worker died
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
 
     def warm_up(self) -> None:
         """Start every worker now (each imports numpy and PIL), so the first tick does not pay for it."""
@@ -153,14 +158,23 @@ class ProcessJpegEncoder:
         if frames.ndim != 4 or frames.shape[-1] != 3 or str(frames.dtype) not in ("uint8", "torch.uint8"):
             raise ValueError(f"ProcessJpegEncoder: frames must be (N, H, W, 3) uint8, got {tuple(frames.shape)} "
                              f"{frames.dtype}")
-        loop = asyncio.get_running_loop()
         async with self._lock:
             buf = self._stage(frames, slots)
             chunks = encode_chunks(list(range(len(slots))), self.workers, MIN_FRAMES_PER_PROCESS_TASK)
-            parts = await asyncio.gather(*(loop.run_in_executor(self._pool, _encode_shared, self._shm.name,
-                                                                buf.shape, c, self.quality) for c in chunks))
+            try:
+                parts = await self._run(buf.shape, chunks)
+            except BrokenProcessPool:  # a worker died (killed, out of memory): start a new pool, try once more
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                self.restarts += 1
+                parts = await self._run(buf.shape, chunks)
         by_row = {i: j for c, jpegs in zip(chunks, parts) for i, j in zip(c, jpegs)}
         return [by_row[i] for i in range(len(slots))]
+
+    async def _run(self, shape: tuple, chunks: list[list[int]]) -> list[list[bytes]]:
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(loop.run_in_executor(self._pool, _encode_shared, self._shm.name, shape, c,
+                                                           self.quality) for c in chunks))
 
     def _release(self) -> None:
         if self._shm is not None:

@@ -139,6 +139,7 @@ class GameServer:
         self.tick = 0
         self.late_ticks = 0
         self.step_errors = 0
+        self.encode_errors = 0
         self.slow_warning: str | None = None  # None: not judged yet; "": fast enough; else what was printed
         self._pace_start: tuple[float, int] | None = None  # (time, tick) the pace is measured from
         self._tick_times: deque[float] = deque(maxlen=max(8, int(2 * self.fps)))
@@ -270,7 +271,12 @@ class GameServer:
         if not active:
             return
         t = time.perf_counter()
-        jpegs = await self.encoder.encode(frames, active)
+        try:
+            jpegs = await self.encoder.encode(frames, active)
+        except Exception:  # noqa: BLE001 (a failed encode costs this tick's frames, not the game loop)
+            self.encode_errors += 1
+            log.exception("JPEG encoding failed; this tick's frames are dropped")
+            return
         self.timings.add("encode", time.perf_counter() - t)
         for i, jpeg in zip(active, jpegs):
             p = inp.owners[i]
@@ -440,6 +446,7 @@ class GameServer:
                               "seq": int(self.slots.seq[i]), "sent": p.sent, "dropped": p.dropped})
         return {"world": self.world.name, "fps": self.fps, "server_fps": round(self.server_fps(), 2),
                 "tick": self.tick, "late_ticks": self.late_ticks, "step_errors": self.step_errors,
+                "encode_errors": self.encode_errors,
                 "slow_warning": self.slow_warning,
                 "players": self.slots.count, "max_players": self.config.max_players,
                 "device": str(getattr(self.env, "device", "")),
