@@ -177,21 +177,23 @@ def test_frames_actions_and_latency_echo(weights):
         assert client.get("/stats").json()["players"] == 0
 
 
-def test_a_torch_backend_env_is_served_and_its_frames_are_not_overwritten_while_encoded(weights):
+@pytest.mark.parametrize("backend, encoder, expect", [("torch", "auto", "cpu"), ("numpy", "process", "process")])
+def test_each_encoder_path_serves_frames(weights, backend, encoder, expect):
     """The GPU path's shape on a CPU: the env returns tensors (the torch backend), the server copies each tick's
-    frames before the next step reuses the buffer, and the CPU encoder takes tensors."""
+    frames before the next step reuses the buffer, and the CPU encoder takes tensors ("auto" takes the CPU here,
+    with no CUDA). And the worker-process encoder over shared memory, from the numpy backend's frames."""
     from io import BytesIO
 
     from PIL import Image
 
-    game = make_game(weights, backend="torch")
+    game = make_game(weights, backend=backend, jpeg_encoder=encoder)
     with TestClient(create_app(game)) as client:
         with client.websocket_connect("/ws") as ws:
             assert ws.receive_json()["type"] == "hello"
             for _ in range(3):
                 _, _, jpeg, _ = next_frame(ws)
             assert Image.open(BytesIO(jpeg)).size == (160, 120)
-            assert client.get("/stats").json()["jpeg_encoder"] == "cpu"  # no CUDA here: "auto" takes the CPU
+            assert client.get("/stats").json()["jpeg_encoder"] == expect
 
 
 def test_bad_input_is_answered_and_isolated(weights):
@@ -476,21 +478,6 @@ def test_a_failed_encode_drops_the_tick_and_the_game_goes_on(weights):
                 _, _, jpeg, _ = next_frame(ws)
             assert jpeg[:2] == b"\xff\xd8"
             assert client.get("/stats").json()["encode_errors"] == 1
-
-
-def test_the_server_serves_through_the_process_encoder(weights):
-    from io import BytesIO
-
-    from PIL import Image
-
-    game = make_game(weights, jpeg_encoder="process")
-    with TestClient(create_app(game)) as client:
-        with client.websocket_connect("/ws") as ws:
-            assert ws.receive_json()["type"] == "hello"
-            for _ in range(3):
-                _, _, jpeg, _ = next_frame(ws)
-            assert Image.open(BytesIO(jpeg)).size == (160, 120)
-            assert client.get("/stats").json()["jpeg_encoder"] == "process"
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
