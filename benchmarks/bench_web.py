@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jpeg-encoder", default="auto", choices=("auto", "cpu", "process", "cuda"),
                    help="where frames are JPEG-encoded: auto (the GPU where the env steps on CUDA), cpu (threads), "
                         "process (worker processes), cuda")
+    p.add_argument("--no-gc-freeze", action="store_true",
+                   help="leave the server's long-lived objects in the garbage collector's full passes (for comparison)")
     p.add_argument("--keep-going", action="store_true", help="try every count (default: stop after two failing counts in a row)")
     p.add_argument("--json-out", default="bench_web.json")
     return p.parse_args(argv)
@@ -64,7 +66,8 @@ def run_count(args, n: int) -> dict:
 
     cfg = WebConfig(world=args.world, host="127.0.0.1", port=0, max_players=n, device=args.device,
                     weights=args.weights, sampling_steps=args.sampling_steps, jpeg_quality=args.jpeg_quality,
-                    encode_workers=args.encode_workers, jpeg_encoder=args.jpeg_encoder, record_seconds=0)
+                    encode_workers=args.encode_workers, jpeg_encoder=args.jpeg_encoder, record_seconds=0,
+                    gc_freeze=not args.no_gc_freeze)
     t_build = time.perf_counter()
     srv = start_in_thread(cfg, env=None)
     build_s = time.perf_counter() - t_build

@@ -196,6 +196,24 @@ def test_each_encoder_path_serves_frames(weights, backend, encoder, expect):
             assert client.get("/stats").json()["jpeg_encoder"] == expect
 
 
+def test_the_server_freezes_what_lives_as_long_as_it_and_times_full_collections(weights):
+    """Once started, the objects alive then (model, env, libraries) leave the collector's full passes, and each full
+    collection is timed into /stats as "gc_full"; stopping gives the objects back and removes the callback."""
+    import gc
+
+    before = len(gc.callbacks)
+    game = make_game(weights)
+    with TestClient(create_app(game)) as client:
+        assert gc.get_freeze_count() > 0 and len(gc.callbacks) == before + 1
+        gc.collect()
+        assert client.get("/stats").json()["timings"]["gc_full"]["n"] >= 1
+    assert gc.get_freeze_count() == 0 and len(gc.callbacks) == before
+    off = make_game(weights)
+    off.config.gc_freeze = False
+    with TestClient(create_app(off)):
+        assert gc.get_freeze_count() == 0
+
+
 def test_bad_input_is_answered_and_isolated(weights):
     game = make_game(weights)
     with TestClient(create_app(game)) as client:

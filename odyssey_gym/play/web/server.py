@@ -14,6 +14,7 @@ drops frames instead of growing a queue.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ import numpy as np
 
 from odyssey_gym.play.web.guard import ClientLimits, host_allowed, is_loopback, origin_allowed
 from odyssey_gym.play.web.jpeg import ENCODERS, cuda_jpeg_problem, make_jpeg_encoder
-from odyssey_gym.play.web.metrics import Timings
+from odyssey_gym.play.web.metrics import FullCollections, Timings
 from odyssey_gym.play.web.protocol import CommandMessage, KeyMap, ProtocolError, pack_frame, parse_message
 from odyssey_gym.play.web.recording import SessionRecorder, encode_mp4
 from odyssey_gym.play.web.slots import SlotTable, TickInput
@@ -75,6 +76,7 @@ class WebConfig:
     resets_per_s: float = 1.0  # per player (each reset re-runs its slot's context prefill), bursts of 3
     recordings_per_min: float = 6.0  # per player, bursts of 2
     header_timeout_s: float = 10.0  # a connection that has not sent its request headers by then is closed
+    gc_freeze: bool = True  # once started, exempt every object alive then from the garbage collector's full passes
 
     def __post_init__(self):
         self.allowed_origins = tuple(self.allowed_origins)
@@ -146,6 +148,8 @@ class GameServer:
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self.encoder = None  # made in start(), once the env says where its frames live
+        self._full_collections: FullCollections | None = None
+        self._froze = False
         self._step_pool = ThreadPoolExecutor(1, thread_name_prefix="odyssey-step")
         self._record_pool = ThreadPoolExecutor(1, thread_name_prefix="odyssey-mp4")
 
@@ -177,6 +181,11 @@ class GameServer:
             await loop.run_in_executor(None, self.encoder.warm_up)
         await loop.run_in_executor(self._step_pool, self.env.reset)
         self.slots.reset_pending[:] = False  # the full reset just gave every slot a fresh start
+        self._full_collections = FullCollections(self.timings)
+        if self.config.gc_freeze:  # the model, the env and the libraries live as long as the server: stop rescanning them
+            gc.collect()
+            gc.freeze()
+            self._froze = True
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._tick_loop(), name="odyssey-tick")
 
@@ -191,6 +200,11 @@ class GameServer:
             pool.shutdown(wait=False, cancel_futures=True)
         if self.encoder is not None:
             self.encoder.close()
+        if self._full_collections is not None:
+            self._full_collections.close()
+        if self._froze:  # hand the objects back to the collector (the server may have run inside a longer process)
+            gc.unfreeze()
+            self._froze = False
 
     # ------------------------------------------------------------------ the tick
     def _step(self, inp: TickInput) -> np.ndarray:
