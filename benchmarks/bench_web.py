@@ -61,7 +61,6 @@ def _pct(x: np.ndarray, q: float) -> float:
 
 def run_count(args, n: int) -> dict:
     from odyssey_gym.play.web.loadgen import client_process
-    from odyssey_gym.play.web.metrics import Timings
     from odyssey_gym.play.web.server import WebConfig, start_in_thread
 
     cfg = WebConfig(world=args.world, host="127.0.0.1", port=0, max_players=n, device=args.device,
@@ -85,7 +84,7 @@ def run_count(args, n: int) -> dict:
         for p in procs:
             p.start()
         time.sleep(args.warmup_s + 1.0)  # spawn + warmup; then count only the measured window on the server
-        game.timings = Timings()
+        game.timings.clear()
         late0, tick0, t0 = game.late_ticks, game.tick, time.perf_counter()
         results = []
         for _ in procs:
@@ -126,16 +125,24 @@ def _t(row, stage, key="p50_ms") -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _gc(row) -> str:
+    """How many full garbage-collector passes the server made, and the longest (they stop every thread)."""
+    g = row["server_timings_ms"].get("gc_full")
+    return "0" if not g else f"{g['n']} ({g['max_ms']:.1f})"
+
+
 def table(rows, args) -> str:
     head = ("| players | ok | server fps | client fps mean/min | latency p50 / p99 ms | queue p50 ms | "
-            "step p50 / p99 ms | encode p50 ms | send p50 ms | tick→sent p99 ms | $/player-h |")
+            "step p50 / p99 ms | encode p50 / p99 ms | send p50 ms | tick→sent p99 ms | full GC passes (max ms) | "
+            "$/player-h |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
             f"| {r['players']} | {'yes' if r['ok'] else 'no'} | {r['server_fps']:.1f} | "
             f"{r['client_fps_mean']:.1f} / {r['client_fps_min']:.1f} | {r['latency_p50_ms']:.1f} / "
             f"{r['latency_p99_ms']:.1f} | {_t(r, 'queue')} | {_t(r, 'step')} / {_t(r, 'step', 'p99_ms')} | "
-            f"{_t(r, 'encode')} | {_t(r, 'send')} | {_t(r, 'tick_to_sent', 'p99_ms')} | {r['usd_per_player_hour']:.4f} |")
+            f"{_t(r, 'encode')} / {_t(r, 'encode', 'p99_ms')} | {_t(r, 'send')} | {_t(r, 'tick_to_sent', 'p99_ms')} | "
+            f"{_gc(r)} | {r['usd_per_player_hour']:.4f} |")
     return "\n".join(lines)
 
 

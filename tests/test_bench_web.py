@@ -36,6 +36,19 @@ def test_bench_web_smoke(tmp_path, capsys):
     assert "| players | ok |" in text and "Max players at full fps" in text
 
 
+def test_bench_web_table_counts_full_collections():
+    spec = importlib.util.spec_from_file_location("bench_web", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = {"players": 4, "ok": True, "server_fps": 35.0, "client_fps_mean": 35.0, "client_fps_min": 34.9,
+           "latency_p50_ms": 20.0, "latency_p99_ms": 30.0, "usd_per_player_hour": 0.5, "server_timings_ms": {
+               "step": {"p50_ms": 1.0, "p99_ms": 2.0}, "gc_full": {"p99_ms": 40.0, "max_ms": 41.5, "n": 2}}}
+    quiet = {**row, "server_timings_ms": {"step": row["server_timings_ms"]["step"]}}
+    lines = bench.table([row, quiet], None).splitlines()
+    assert "full GC passes (max ms)" in lines[0]
+    assert "| 2 (41.5) |" in lines[2] and "| 0 |" in lines[3] and "| 1.00 / 2.00 |" in lines[2]
+
+
 def test_bench_jpeg_times_the_servers_encoder_on_start_bank_frames(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_jpeg", BENCH.parent / "bench_jpeg.py")
     bench = importlib.util.module_from_spec(spec)

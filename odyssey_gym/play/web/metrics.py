@@ -32,15 +32,21 @@ class Timings:
         with self._lock:
             self._samples.setdefault(name, deque(maxlen=self.window)).extend(float(s) for s in seconds)
 
+    def clear(self) -> None:
+        """Forget every sample (a benchmark measures from here); whoever holds this object keeps adding to it."""
+        with self._lock:
+            self._samples.clear()
+
     def summary(self) -> dict[str, dict[str, float]]:
-        """{stage: {mean_ms, p50_ms, p99_ms, n}} over the window."""
+        """{stage: {mean_ms, p50_ms, p99_ms, max_ms, n}} over the window."""
         with self._lock:
             snap = {k: np.asarray(v, np.float64) for k, v in self._samples.items()}
         out = {}
         for k, v in snap.items():
             if v.size:
                 out[k] = {"mean_ms": round(1e3 * float(v.mean()), 3), "p50_ms": round(1e3 * float(np.percentile(v, 50)), 3),
-                          "p99_ms": round(1e3 * float(np.percentile(v, 99)), 3), "n": int(v.size)}
+                          "p99_ms": round(1e3 * float(np.percentile(v, 99)), 3),
+                          "max_ms": round(1e3 * float(v.max()), 3), "n": int(v.size)}
         return out
 
 
