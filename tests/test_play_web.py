@@ -441,15 +441,16 @@ def test_process_jpeg_encoder_keeps_slot_order_and_grows_its_buffer():
     enc = ProcessJpegEncoder(quality=95, workers=2)
     try:
         enc.warm_up()
-        slots = [69, 3, 40, 0, *range(5, 20)]
-        for source in (frames, torch.from_numpy(frames)):
-            out = asyncio.run(enc.encode(source, slots))
-            reds = np.array([np.asarray(Image.open(BytesIO(b)))[..., 0].mean() for b in out])
-            assert np.abs(reds - 3 * np.array(slots)).max() < 2.5
+        every = [69, 3, 40, 0, *range(4, 40), *range(41, 69), 1, 2]  # every frame, not in order
+        for slots in ([69, 3, 40, 0, *range(5, 20)], every):
+            for source in (frames, torch.from_numpy(frames)):
+                out = asyncio.run(enc.encode(source, slots))
+                reds = np.array([np.asarray(Image.open(BytesIO(b)))[..., 0].mean() for b in out])
+                assert np.abs(reds - 3 * np.array(slots)).max() < 2.5
         first = enc._shm.name
-        big = np.full((8, 48, 64, 3), 200, np.uint8)  # two frames larger than the buffer holds
+        big = np.full((8, 96, 128, 3), 200, np.uint8)  # two frames larger than the buffer holds
         out = asyncio.run(enc.encode(big, [7, 1]))
-        assert enc._shm.name != first and [Image.open(BytesIO(b)).size for b in out] == [(64, 48)] * 2
+        assert enc._shm.name != first and [Image.open(BytesIO(b)).size for b in out] == [(128, 96)] * 2
         assert np.abs(np.asarray(Image.open(BytesIO(out[0]))).astype(float) - 200).max() < 3
         assert asyncio.run(enc.encode(frames, [])) == []
         with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8"):

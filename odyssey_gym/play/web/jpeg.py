@@ -148,8 +148,7 @@ class ProcessJpegEncoder:
         else:
             import torch
 
-            rows = frames[torch.as_tensor(slots, device=frames.device)] if len(slots) != frames.shape[0] else frames
-            torch.from_numpy(buf).copy_(rows)
+            torch.from_numpy(buf).copy_(frames[torch.as_tensor(slots, device=frames.device)])
         return buf
 
     async def encode(self, frames, slots: list[int]) -> list[bytes]:
