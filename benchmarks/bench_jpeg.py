@@ -5,8 +5,9 @@
 Each count encodes that many of the shipped start bank's frames (real game frames, so the JPEG's entropy is the
 game's), through the same `encode(frames, slots)` the server awaits: `CpuJpegEncoder` (PIL in a thread pool, the
 frames copied to the host first), `ProcessJpegEncoder` (PIL in worker processes over shared memory, from host
-frames as the server's numpy-backend env gives them) and, where CUDA and torchvision's nvJPEG are there, `CudaJpegEncoder` (one batched
-call on the device frames). Prints the median and p90 milliseconds per tick for each, and their ratios to the threads.
+frames as the server's numpy-backend env gives them) and, where CUDA and torchvision's nvJPEG are there,
+`CudaJpegEncoder` (one batched call on the device frames). Prints the median and p90 milliseconds per tick for
+each, and their ratios to the threads.
 
 Why: a sweep of `bench_web.py` measured nvJPEG at 7.3 / 21.5 / 46.3 ms for 16 / 64 / 128 players, and CPU threads
 4.5 ms for 16 in another run; a default needs both on one machine, in one run.

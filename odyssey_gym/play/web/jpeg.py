@@ -1,6 +1,6 @@
 """JPEG encoding of one tick's frames for the browser players.
 
-Two encoders with one interface, `await encoder.encode(frames, slots) -> [bytes per slot]`:
+Three encoders with one interface, `await encoder.encode(frames, slots) -> [bytes per slot]`:
 
 - `CpuJpegEncoder`: PIL in a thread pool, the frames on the host (numpy, or a CPU tensor).
 - `ProcessJpegEncoder`: PIL in worker processes reading the frames from shared memory. A thread pool shares one
@@ -9,10 +9,10 @@ Two encoders with one interface, `await encoder.encode(frames, slots) -> [bytes 
 - `CudaJpegEncoder`: every slot's frame in ONE `torchvision.io.encode_jpeg` call (nvJPEG) where the frames already
   live on the GPU (the env's torch backend), then one device-to-host copy of all the JPEG bytes: the frames never
   cross to the host as pixels. Its cost also grows with the player count (7.3 ms at 16 players, 21.5 ms at 64 on an
-  H100, BENCHMARKS.md); `benchmarks/bench_jpeg.py` times both encoders on the same frames in one run.
+  H100, BENCHMARKS.md); `benchmarks/bench_jpeg.py` times the three encoders on the same frames in one run.
 
-`make_jpeg_encoder("auto" | "cpu" | "process" | "cuda", ...)` picks one: "auto" takes the GPU where the env steps on CUDA with
-the torch backend and torchvision can encode there, else the CPU.
+`make_jpeg_encoder("auto" | "cpu" | "process" | "cuda", ...)` picks one: "auto" takes the GPU where the env steps
+on CUDA with the torch backend and torchvision can encode there, else the CPU threads.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ def encode_chunks(active: list[int], workers: int, min_per_task: int = MIN_FRAME
     """
     n = max(1, min(workers, -(-len(active) // max(1, min_per_task))))
     return [active[k::n] for k in range(n)]
+
+
+def in_order(chunks: list[list[int]], parts: list[list[bytes]], order) -> list[bytes]:
+    """The JPEGs of `encode_chunks`' interleaved tasks, put back in `order`."""
+    by_index = {i: j for c, jpegs in zip(chunks, parts) for i, j in zip(c, jpegs)}
+    return [by_index[i] for i in order]
 
 
 def pil_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -79,25 +85,23 @@ class CpuJpegEncoder:
         chunks = encode_chunks(slots, self.workers)
         parts = await asyncio.gather(*(loop.run_in_executor(self._pool, _encode_chunk, host, c, self.quality)
                                        for c in chunks))
-        by_slot = {i: j for c, jpegs in zip(chunks, parts) for i, j in zip(c, jpegs)}
-        return [by_slot[i] for i in slots]
+        return in_order(chunks, parts, slots)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-_ATTACHED: dict[str, shared_memory.SharedMemory] = {}  # a worker process's view of the encoder's frame buffer
+_attached: shared_memory.SharedMemory | None = None  # a worker process's view of the encoder's frame buffer
 
 
 def _encode_shared(name: str, shape: tuple, idx: list[int], quality: int) -> list[bytes]:
     """In a worker process: encode rows `idx` of the (N, H, W, 3) uint8 frames in shared memory `name`."""
-    shm = _ATTACHED.get(name)
-    if shm is None:  # the encoder grew its buffer: let go of the old segment (the parent has unlinked it)
-        for old in _ATTACHED.values():
-            old.close()
-        _ATTACHED.clear()
-        shm = _ATTACHED[name] = shared_memory.SharedMemory(name=name)
-    frames = np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
+    global _attached
+    if _attached is None or _attached.name != name:  # first call, or the encoder grew its buffer (a new segment)
+        if _attached is not None:
+            _attached.close()  # the parent has unlinked the old one
+        _attached = shared_memory.SharedMemory(name=name)
+    frames = np.ndarray(shape, dtype=np.uint8, buffer=_attached.buf)
     return [pil_jpeg(frames[i], quality) for i in idx]
 
 
@@ -167,8 +171,7 @@ class ProcessJpegEncoder:
                 self._pool = self._new_pool()
                 self.restarts += 1
                 parts = await self._run(buf.shape, chunks)
-        by_row = {i: j for c, jpegs in zip(chunks, parts) for i, j in zip(c, jpegs)}
-        return [by_row[i] for i in range(len(slots))]
+        return in_order(chunks, parts, range(len(slots)))
 
     async def _run(self, shape: tuple, chunks: list[list[int]]) -> list[list[bytes]]:
         loop = asyncio.get_running_loop()
