@@ -398,6 +398,21 @@ def test_jpeg_encoder_choice_and_errors():
         jpeg.make_jpeg_encoder("cuda", device=torch.device("cpu"), backend="torch", quality=80, workers=2)
     with pytest.raises(ValueError, match="jpeg encoder must be one of"):
         jpeg.make_jpeg_encoder("nvenc", device="cpu", backend="numpy", quality=80, workers=2)
+
+
+def test_encodes_on_gpu_decides_auto_for_env_and_encoder(monkeypatch):
+    """The server's env backend and the encoder come from one rule: a GPU env keeps frames there only for an
+    encoder that encodes there; "auto" does so only where nvJPEG works."""
+    from odyssey_gym.play.web import jpeg
+
+    for kind in jpeg.ENCODERS:
+        assert not jpeg.encodes_on_gpu(kind, cuda=False)
+    assert jpeg.encodes_on_gpu("cuda", cuda=True)
+    assert not jpeg.encodes_on_gpu("cpu", cuda=True) and not jpeg.encodes_on_gpu("process", cuda=True)
+    monkeypatch.setattr(jpeg, "cuda_jpeg_problem", lambda: None)
+    assert jpeg.encodes_on_gpu("auto", cuda=True)
+    monkeypatch.setattr(jpeg, "cuda_jpeg_problem", lambda: "no nvJPEG in this torchvision")
+    assert not jpeg.encodes_on_gpu("auto", cuda=True)
     with pytest.raises(ValueError, match="jpeg_encoder must be one of"):
         WebConfig(jpeg_encoder="gpu")
 

@@ -236,6 +236,12 @@ def cuda_jpeg_problem() -> str | None:
     return None
 
 
+def encodes_on_gpu(kind: str, *, cuda: bool) -> bool:
+    """Whether encoder `kind` encodes on the GPU for an env stepping on one (`cuda`): the env then keeps its frames
+    there (torch backend). The one place "auto" is decided, for the env's backend and for the encoder alike."""
+    return cuda and (kind == "cuda" or (kind == "auto" and cuda_jpeg_problem() is None))
+
+
 def make_jpeg_encoder(kind: str, *, device, backend: str, quality: int, workers: int):
     """The encoder for an env stepping on `device` with `backend` ("numpy" | "torch"). "cuda" needs both the
     frames on a CUDA device (torch backend) and a torchvision that encodes there; the error says what is missing."""
@@ -252,6 +258,6 @@ def make_jpeg_encoder(kind: str, *, device, backend: str, quality: int, workers:
         return CudaJpegEncoder(quality)
     if kind == "process":
         return ProcessJpegEncoder(quality, workers)
-    if kind == "auto" and on_gpu and cuda_jpeg_problem() is None:
+    if on_gpu and encodes_on_gpu(kind, cuda=True):
         return CudaJpegEncoder(quality)
     return CpuJpegEncoder(quality, workers)

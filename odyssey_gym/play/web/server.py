@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from odyssey_gym.play.web.guard import ClientLimits, host_allowed, is_loopback, origin_allowed
-from odyssey_gym.play.web.jpeg import ENCODERS, cuda_jpeg_problem, make_jpeg_encoder
+from odyssey_gym.play.web.jpeg import ENCODERS, encodes_on_gpu, make_jpeg_encoder
 from odyssey_gym.play.web.metrics import FullCollections, Timings
 from odyssey_gym.play.web.protocol import CommandMessage, KeyMap, ProtocolError, pack_frame, parse_message
 from odyssey_gym.play.web.recording import SessionRecorder, encode_mp4
@@ -161,8 +161,7 @@ class GameServer:
         from odyssey_gym.envs.vector_env import WorldModelVectorEnv, resolve_device
 
         cuda = resolve_device(self.config.device).type == "cuda"
-        enc = self.config.jpeg_encoder
-        gpu_jpeg = cuda and (enc == "cuda" or (enc == "auto" and cuda_jpeg_problem() is None))
+        gpu_jpeg = encodes_on_gpu(self.config.jpeg_encoder, cuda=cuda)
         return WorldModelVectorEnv(self.world, num_envs=self.config.max_players, device=self.config.device,
                                    weights=self.config.weights, sampling_steps=self.config.sampling_steps,
                                    compile="decoder" if cuda else None, backend="torch" if gpu_jpeg else "numpy")
