@@ -769,3 +769,81 @@ def test_decoder_phase_trains_only_the_decoder_and_logs_the_leg(dataset, tmp_pat
     capsys.readouterr()
     assert run_inproc(cfg6, dataset, tmp_path / "r7", "--phase", "dyn", "--init-from", a, "--resume") != 0
     assert "decoder-only run" in capsys.readouterr().err
+
+
+def test_adversarial_decoder_leg_freezes_the_rest_and_resumes_the_same_game(dataset, tmp_path, capsys):
+    """`decoder_adv_weight`: the decoder phase also plays against a patch discriminator. Encoder and dynamics come
+    back bit for bit, the discriminator never reaches the exported weights, the log shows both sides, and a leg cut
+    and resumed exports what an uninterrupted one does (the discriminator and its optimiser are in the checkpoint)."""
+    from odyssey_gym.model import WorldModel
+
+    a = tmp_path / "w1"
+    assert run_inproc(write_config(tmp_path / "c.yaml", ae_steps=10), dataset, tmp_path / "r1", "--export", a) == 0
+    cfg = write_config(tmp_path / "c2.yaml", ae_steps=12, ae_lr=2e-3, decoder_predicted_frac=0.25,
+                       decoder_adv_weight=0.1, decoder_adv_start=4, disc_channels=8, save_every_steps=3,
+                       log_every_steps=2)
+    full, cut = tmp_path / "w2", tmp_path / "w3"
+    capsys.readouterr()
+    assert run_inproc(cfg, dataset, tmp_path / "r2", "--phase", "decoder", "--init-from", a, "--export", full) == 0
+    log = capsys.readouterr().err
+    assert "adv_d=" in log and "adv_g=" in log and "pred_psnr=" in log, log[-2000:]
+    sa, sf = WorldModel.from_pretrained(a).state_dict(), WorldModel.from_pretrained(full).state_dict()
+    assert set(sa) == set(sf), "the discriminator is a training aid: it is never exported"
+    assert all(torch.equal(sa[k], sf[k]) for k in sa if not k.startswith("ae.decoder."))
+    assert any(not torch.equal(sa[k], sf[k]) for k in sa if k.startswith("ae.decoder."))
+    assert final_state(tmp_path / "r2")["adversary"] is None  # the finished phase keeps no optimiser state
+
+    assert run_inproc(cfg, dataset, tmp_path / "r3", "--phase", "decoder", "--init-from", a, "--max-steps", 6,
+                      "--export", cut) == 0
+    saved = final_state(tmp_path / "r3")["adversary"]
+    assert saved is not None and saved["updates"] == 6
+    assert run_inproc(cfg, dataset, tmp_path / "r3", "--phase", "decoder", "--init-from", a, "--resume",
+                      "--export", cut) == 0
+    sc = WorldModel.from_pretrained(cut).state_dict()
+    assert all(torch.equal(sf[k], sc[k]) for k in sf), "a resumed adversarial leg exports what an uninterrupted one does"
+
+    # real frames only (no predicted latents) also works with the adversary
+    capsys.readouterr()
+    assert run_inproc(write_config(tmp_path / "c3.yaml", ae_steps=4, decoder_adv_weight=0.1, decoder_adv_start=0,
+                                   disc_channels=8, log_every_steps=2),
+                      dataset, tmp_path / "r4", "--phase", "decoder", "--init-from", a) == 0
+    log = capsys.readouterr().err
+    assert "adv_d=" in log and "pred_psnr=" not in log
+    from odyssey_gym.train.config import load_config
+
+    for bad in ({"decoder_adv_weight": -0.1}, {"disc_channels": 0}, {"disc_lr": 0.0}):
+        with pytest.raises(Exception, match=next(iter(bad))):
+            load_config(write_config(tmp_path / "c5.yaml", **bad))
+
+
+def test_adversary_tells_real_frames_from_blurred_ones_and_waits_for_its_start():
+    """The discriminator learns what separates sharp frames from their blur (the decoder's failure it is there to
+    punish), and its term for the decoder is zero until it has made `start` updates."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    from odyssey_gym.train.adversary import Adversary
+
+    torch.manual_seed(0)
+    real = (torch.rand(16, 3, 32, 32) > 0.5).float() * 2 - 1  # sharp: every pixel black or white
+    blurred = F.avg_pool2d(F.pad(real, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    adv = Adversary(channels=8, lr=1e-3, betas=(0.5, 0.9), weight=0.5, start=3, device=torch.device("cpu"),
+                    amp=contextlib.nullcontext(), seed=1)
+    out = blurred.clone().requires_grad_(True)  # stands in for the decoder's output layer
+    recon = (out - real).abs().mean()
+    term, m = adv.generator_loss(out, recon, out)
+    assert float(term.detach()) == 0.0 and torch.isfinite(m["adv_g"]) and "adv_w" not in m
+    losses = [float(adv.update(real, blurred)["adv_d"]) for _ in range(60)]
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    with torch.no_grad():
+        assert adv.disc(real).mean() > adv.disc(blurred).mean()
+    term, m = adv.generator_loss(out, recon, out)
+    g_rec = torch.autograd.grad(recon, out, retain_graph=True)[0].norm()
+    g_adv = torch.autograd.grad(-adv.disc(out).mean(), out)[0].norm()
+    assert float(m["adv_w"]) == pytest.approx(float(g_rec / (g_adv + 1e-4)), rel=1e-4)
+    assert float(term.detach()) == pytest.approx(0.5 * float(m["adv_w"]) * float(m["adv_g"]), rel=1e-5)
+    assert not any(p.requires_grad for p in adv.disc.parameters()), "the decoder's backward must not touch it"
+    with pytest.raises(ValueError, match="channels"):
+        Adversary(channels=0, lr=1e-3, betas=(0.5, 0.9), weight=0.5, start=0, device=torch.device("cpu"),
+                  amp=contextlib.nullcontext(), seed=1)

@@ -218,25 +218,34 @@ class FrameAutoencoder(nn.Module):
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Reconstruction loss of a batch x (B, 3, H, W) in [-1, 1]. Metrics are detached tensors (no sync)."""
+        loss, metrics, _ = self.loss_with_frames(x)
+        return loss, metrics
+
+    def loss_with_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """`loss`, plus the decoded frames it scored (float, in the graph): an adversarial term judges them too."""
         cfg = self.config
         z = self.encode(x)
         z_dec = z
         if cfg.decoder_noise > 0 and self.training:
             rms = z.detach().float().pow(2).mean().sqrt()
             z_dec = z + (cfg.decoder_noise * rms * torch.randn_like(z, dtype=torch.float32)).to(z.dtype)
-        loss, metrics = self.decode_loss(z_dec, x)
+        xr = self.decode(z_dec).float()
+        loss, metrics = self.reconstruction_loss(xr, x)
         reg = z.float().pow(2).mean()
         loss = loss + cfg.latent_reg * reg
         metrics.update(loss=loss.detach(), z_rms=reg.detach().sqrt())
-        return loss, metrics
+        return loss, metrics, xr
 
     def decode_loss(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The reconstruction terms (L1, SSIM, gradient L1) of decoding latents z (B, C, h, w) against frames x
         (B, 3, H, W) in [-1, 1]: the autoencoder's loss without its latent term, for a decoder trained on latents
         the encoder did not make (a world model's predictions)."""
+        return self.reconstruction_loss(self.decode(z).float(), x)
+
+    def reconstruction_loss(self, xr: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L1 + SSIM + gradient L1 of decoded frames xr against real frames x, with PSNR as a metric."""
         cfg = self.config
-        xr = self.decode(z).float()
-        x = x.float()
+        xr, x = xr.float(), x.float()
         l1 = (xr - x).abs().mean()
         s = ssim(xr, x)
         g = _grad_l1(xr, x)

@@ -60,6 +60,13 @@ class TrainConfig:
     # `--phase decoder` only: the share of each batch decoded from the frozen dynamics' one-step predictions after
     # real context (what the sampler decodes), against the real frame, instead of from the encoder's own latents
     decoder_predicted_frac: float = 0.0
+    # `--phase decoder` only: weight of a patch discriminator's hinge term on every decoded frame (0: off), relative
+    # to the reconstruction loss by their gradients at the decoder's output layer, so an uncertain latent decodes to
+    # texture a real frame has, not to the mean of its candidates (`adversary.py`)
+    decoder_adv_weight: float = 0.0
+    decoder_adv_start: int = 100  # discriminator updates before the term applies (it first learns the decoder)
+    disc_lr: float = 2.0e-4
+    disc_channels: int = 64
 
     # --- phase 2: dynamics on random windows of `dyn_window` frames
     dyn_steps: int = 30000
@@ -129,6 +136,10 @@ class TrainConfig:
         need(0.0 <= self.unroll_start_frac <= 1.0, "unroll_start_frac", "must lie in [0, 1]")
         need(0.0 <= self.unroll_batch_frac <= 1.0, "unroll_batch_frac", "must lie in [0, 1]")
         need(0.0 <= self.decoder_predicted_frac <= 1.0, "decoder_predicted_frac", "must lie in [0, 1]")
+        need(self.decoder_adv_weight >= 0, "decoder_adv_weight", "must be >= 0")
+        need(int(self.decoder_adv_start) >= 0, "decoder_adv_start", "must be >= 0")
+        need(self.disc_lr > 0, "disc_lr", "must be > 0")
+        need(int(self.disc_channels) >= 1, "disc_channels", "must be >= 1")
         need(0 <= int(self.rollout_rows) <= self.dyn_batch_size, "rollout_rows",
              f"must lie in 0..dyn_batch_size ({self.dyn_batch_size})")
         need(int(round(self.unroll_batch_frac * self.dyn_batch_size)) + int(self.rollout_rows) <= self.dyn_batch_size

@@ -60,6 +60,21 @@ def mean_metrics(metrics: dict[str, torch.Tensor], info: DistInfo) -> dict[str, 
     return dict(zip(keys, vec.tolist()))
 
 
+def average_grads(grads: list[torch.Tensor | None], info: DistInfo) -> None:
+    """Average gradients over ranks in place, for a module DDP does not wrap (the decoder phase's discriminator)."""
+    if not info.enabled:
+        return
+    flat = [g for g in grads if g is not None]
+    if flat:
+        buf = torch.cat([g.reshape(-1) for g in flat])
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        buf /= info.world_size
+        i = 0
+        for g in flat:
+            g.copy_(buf[i:i + g.numel()].view_as(g))
+            i += g.numel()
+
+
 def rank0_flags(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
     """Rank 0's flags on every rank (its clock decides time limits and timed saves/logs): one all_reduce."""
     if not info.enabled:

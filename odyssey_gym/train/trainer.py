@@ -27,9 +27,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import checkpoint as ckpt
 from . import steps
+from .adversary import Adversary
 from .config import RunConfig, TrainConfig
-from .dist import (DistInfo, barrier, gather_objects, init_distributed, mean_metrics, min_over_ranks, rank0_flags,
-                   shutdown_distributed)
+from .dist import (DistInfo, average_grads, barrier, gather_objects, init_distributed, mean_metrics, min_over_ranks,
+                   rank0_flags, shutdown_distributed)
 from .resident import ResidentData
 from .rollout_bank import RolloutBank
 
@@ -230,6 +231,7 @@ class Phase:
     bar: Any = None
     flops: dict[tuple[int, bool], float] = field(default_factory=dict)  # model FLOPs of one step, by `step_kind`
     nonfinite_at: torch.Tensor | None = None  # device int64: first step with a non-finite loss/grad norm, else NEVER
+    adversary: Adversary | None = None  # the decoder phase's discriminator, stepped after each step
     # since the last log line
     acc: dict[str, torch.Tensor] = field(default_factory=dict)
     n: int = 0
@@ -403,12 +405,23 @@ def decoder_phase(s: Setup, run: RunState) -> Phase:
         ae.requires_grad_(False)
         ae.decoder.requires_grad_(True)
     run.model.dynamics.requires_grad_(False).eval()
-    if tc.decoder_predicted_frac > 0:
-        objective, batch = decoder_objective, functools.partial(decoder_batch, model=run.model)
+    adversary = None
+    if tc.decoder_adv_weight > 0:
+        adversary = Adversary(channels=tc.disc_channels, lr=tc.disc_lr, betas=(0.5, 0.9), weight=tc.decoder_adv_weight,
+                              start=tc.decoder_adv_start, device=s.device, amp=s.amp, seed=tc.seed,
+                              all_reduce_grads=functools.partial(average_grads, info=s.info))
+        resumed = run.resumed
+        if resumed is not None and resumed["phase"] == "decoder" and resumed.get("adversary") is not None:
+            adversary.load_state_dict(resumed["adversary"])
+    if tc.decoder_predicted_frac > 0 or adversary is not None:
+        objective = functools.partial(decoder_objective, adversary=adversary)
+        batch = functools.partial(decoder_batch, model=run.model)
     else:  # real frames only: the autoencoder's own objective and batch, the encoder frozen
         objective, batch = ae_objective, ae_batch
-    return make_phase(s, run, "decoder", run.model.ae, run.ema.ae, objective, batch,
-                      tc.ae_steps, tc.ae_lr, tc.ae_weight_decay, tc.ae_warmup_steps)
+    ph = make_phase(s, run, "decoder", run.model.ae, run.ema.ae, objective, batch,
+                    tc.ae_steps, tc.ae_lr, tc.ae_weight_decay, tc.ae_warmup_steps)
+    ph.adversary = adversary
+    return ph
 
 
 def decoder_batch(s: Setup, step: int, model) -> dict[str, torch.Tensor]:
@@ -416,8 +429,11 @@ def decoder_batch(s: Setup, step: int, model) -> dict[str, torch.Tensor]:
     before it with the sampler's own schedule (no grad; the sampler's context noise and fresh re-noising are not
     applied, both off in the shipped worlds), and the real frame it should decode to."""
     tc = s.tc
-    n_pred = max(1, int(round(tc.decoder_predicted_frac * tc.ae_batch_size)))  # frac > 0 here: at least one
+    n_pred = int(round(tc.decoder_predicted_frac * tc.ae_batch_size))
+    n_pred = max(1, n_pred) if tc.decoder_predicted_frac > 0 else 0  # a share asked for is at least one frame
     out = {"x": s.data.sample_frames(tc.ae_batch_size - n_pred)}
+    if n_pred == 0:  # real frames only (an adversarial decoder leg without predicted latents)
+        return out
     K = model.config.context_frames
     idx = s.data.sample_window_index(n_pred, K + 1)
     b = s.data.windows(idx)
@@ -429,9 +445,12 @@ def decoder_batch(s: Setup, step: int, model) -> dict[str, torch.Tensor]:
     return out
 
 
-def decoder_objective(ae: torch.nn.Module, b) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def decoder_objective(ae: torch.nn.Module, b, adversary: Adversary | None = None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The reconstruction loss of `decoder_batch`'s real frames and of its predicted latents, each weighted by its
-    share of the batch."""
+    share of the batch; with an adversary, plus its term on every frame decoded."""
+    if adversary is not None:
+        return adversarial_decoder_objective(ae, b, adversary)
     n_real, n_pred = b["x"].shape[0], b["x_pred"].shape[0]
     loss_p, m_p = ae.decode_loss(b["z_pred"], b["x_pred"])
     metrics = {"pred_psnr": m_p["psnr"], "pred_l1": m_p["l1"]}
@@ -440,6 +459,42 @@ def decoder_objective(ae: torch.nn.Module, b) -> tuple[torch.Tensor, dict[str, t
     loss_r, m_r = steps.ae_loss(ae, b["x"])
     loss = (n_real * loss_r + n_pred * loss_p) / (n_real + n_pred)
     return loss, {**m_r, **metrics, "loss": loss.detach()}
+
+
+def adversarial_decoder_objective(ae: torch.nn.Module, b, adversary: Adversary
+                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`decoder_objective` with the adversary's term on the frames decoded from real and from predicted latents."""
+    parts, fakes, metrics = [], [], {}
+    if b["x"].shape[0]:
+        loss_r, m_r, xr = ae.loss_with_frames(b["x"])
+        parts.append((b["x"].shape[0], loss_r))
+        fakes.append(xr)
+        metrics.update(m_r)
+    if "z_pred" in b:
+        xp = ae.decode(b["z_pred"]).float()
+        loss_p, m_p = ae.reconstruction_loss(xp, b["x_pred"])
+        parts.append((b["x_pred"].shape[0], loss_p))
+        fakes.append(xp)
+        metrics.update(pred_psnr=m_p["psnr"], pred_l1=m_p["l1"])
+    recon = sum(n * loss for n, loss in parts) / sum(n for n, _ in parts)
+    adv, m_a = adversary.generator_loss(torch.cat(fakes), recon, ae.decoder.conv_out.weight)
+    loss = recon + adv
+    return loss, {**metrics, **m_a, "recon": recon.detach(), "loss": loss.detach()}
+
+
+@torch.no_grad()
+def adversary_step(s: Setup, ph: Phase, b) -> dict[str, torch.Tensor]:
+    """The discriminator's step after the decoder's: the batch's real frames against the updated decoder's frames
+    of the same latents (not counted in the logged FLOPs)."""
+    ae = ph.live
+    with s.amp:
+        fakes, reals = [ae.decode(ae.encode(b["x"]))], [b["x"]]
+        if "z_pred" in b:
+            fakes.append(ae.decode(b["z_pred"]))
+            reals.append(b["x_pred"])
+    real, fake = torch.cat(reals).float(), torch.cat(fakes).float()
+    with torch.enable_grad():
+        return ph.adversary.update(real, fake)
 
 
 def dyn_objective(dyn: torch.nn.Module, b: dict[str, Any], unroll_len: int, unroll_sigmas, unroll_depth: int = 1):
@@ -631,6 +686,8 @@ def train_step(s: Setup, run: RunState, ph: Phase, batch) -> dict[str, torch.Ten
         finite &= torch.isfinite(metrics["grad_norm"])
     ph.opt.step()
     ph.sched.step()
+    if ph.adversary is not None:
+        metrics.update(adversary_step(s, ph, batch))
     ema_update(ph.ema, ph.live, ema_decay_at(run.step, tc))
     run.step += 1
     ph.nonfinite_at = torch.minimum(ph.nonfinite_at, torch.where(finite, NEVER, run.step))
@@ -772,6 +829,7 @@ def save_checkpoint(s: Setup, run: RunState, ph: Phase | None = None) -> None:
                 "world": s.world.name, "phase": run.phase, "step": run.step, "global_step": global_step,
                 "model": run.model.state_dict(), "ema": run.ema.state_dict(),
                 "optimizer": ph.opt.state_dict() if ph else None, "scheduler": ph.sched.state_dict() if ph else None,
+                "adversary": ph.adversary.state_dict() if ph and ph.adversary else None,
                 "latent_stats": run.latent_stats, "rng": rng, "world_size": s.info.world_size,
                 "train_seconds": train_seconds(s, run), "last_metrics": run.last_metrics, "data": s.data_info,
             },
