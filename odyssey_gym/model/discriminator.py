@@ -11,9 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def _groups(c: int) -> int:
-    return next(g for g in (32, 16, 8, 4, 2, 1) if c % g == 0)
+from .autoencoder import _groups
 
 
 class PatchDiscriminator(nn.Module):
