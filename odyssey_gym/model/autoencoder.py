@@ -236,14 +236,10 @@ class FrameAutoencoder(nn.Module):
         metrics.update(loss=loss.detach(), z_rms=reg.detach().sqrt())
         return loss, metrics, xr
 
-    def decode_loss(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The reconstruction terms (L1, SSIM, gradient L1) of decoding latents z (B, C, h, w) against frames x
-        (B, 3, H, W) in [-1, 1]: the autoencoder's loss without its latent term, for a decoder trained on latents
-        the encoder did not make (a world model's predictions)."""
-        return self.reconstruction_loss(self.decode(z).float(), x)
-
     def reconstruction_loss(self, xr: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """L1 + SSIM + gradient L1 of decoded frames xr against real frames x, with PSNR as a metric."""
+        """L1 + SSIM + gradient L1 of decoded frames xr (B, 3, H, W) against real frames x in [-1, 1], with PSNR as
+        a metric: the autoencoder's loss without its latent term, also for a decoder trained on latents the encoder
+        did not make (a world model's predictions)."""
         cfg = self.config
         xr, x = xr.float(), x.float()
         l1 = (xr - x).abs().mean()

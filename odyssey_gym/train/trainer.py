@@ -449,21 +449,6 @@ def decoder_objective(ae: torch.nn.Module, b, adversary: Adversary | None = None
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The reconstruction loss of `decoder_batch`'s real frames and of its predicted latents, each weighted by its
     share of the batch; with an adversary, plus its term on every frame decoded."""
-    if adversary is not None:
-        return adversarial_decoder_objective(ae, b, adversary)
-    n_real, n_pred = b["x"].shape[0], b["x_pred"].shape[0]
-    loss_p, m_p = ae.decode_loss(b["z_pred"], b["x_pred"])
-    metrics = {"pred_psnr": m_p["psnr"], "pred_l1": m_p["l1"]}
-    if n_real == 0:
-        return loss_p, {**metrics, "loss": loss_p.detach()}
-    loss_r, m_r = steps.ae_loss(ae, b["x"])
-    loss = (n_real * loss_r + n_pred * loss_p) / (n_real + n_pred)
-    return loss, {**m_r, **metrics, "loss": loss.detach()}
-
-
-def adversarial_decoder_objective(ae: torch.nn.Module, b, adversary: Adversary
-                                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`decoder_objective` with the adversary's term on the frames decoded from real and from predicted latents."""
     parts, fakes, metrics = [], [], {}
     if b["x"].shape[0]:
         loss_r, m_r, xr = ae.loss_with_frames(b["x"])
@@ -476,7 +461,9 @@ def adversarial_decoder_objective(ae: torch.nn.Module, b, adversary: Adversary
         parts.append((b["x_pred"].shape[0], loss_p))
         fakes.append(xp)
         metrics.update(pred_psnr=m_p["psnr"], pred_l1=m_p["l1"])
-    recon = sum(n * loss for n, loss in parts) / sum(n for n, _ in parts)
+    recon = parts[0][1] if len(parts) == 1 else sum(n * loss for n, loss in parts) / sum(n for n, _ in parts)
+    if adversary is None:
+        return recon, {**metrics, "loss": recon.detach()}
     adv, m_a = adversary.generator_loss(torch.cat(fakes), recon, ae.decoder.conv_out.weight)
     loss = recon + adv
     return loss, {**metrics, **m_a, "recon": recon.detach(), "loss": loss.detach()}
